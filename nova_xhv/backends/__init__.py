@@ -1,0 +1,1 @@
+"""Hypervisor backends, loaded by stevedore from ``nova_xhv.backends``."""

@@ -1,0 +1,91 @@
+"""The backend contract: what XHV needs from one hypervisor.
+
+A backend is a Nova ``ComputeDriver`` for one hypervisor family plus the
+disk exchange that cross-hypervisor moves need.  ``XHVDriver`` forwards
+every ComputeDriver call to the backend; the cross-hypervisor story
+(export -> transfer -> translate -> import) lives in XHVDriver and
+``nova_xhv.migration``, never in a backend.
+
+Backends must serve at least the calls Nova needs to run a compute and move
+a server (see shared notes nova-driver.md): init_host, get_available_nodes,
+get_available_resource, update_provider_tree, list_instance_uuids,
+list_instances, spawn, get_info, destroy, power_off, power_on, reboot,
+get_host_ip_addr, snapshot, plus the exchange methods below.  Calls a
+backend does not support keep ComputeDriver's NotImplementedError, which
+Nova already handles.
+"""
+
+import abc
+
+from nova.virt import driver
+
+
+class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
+    """One hypervisor behind XHV.
+
+    Subclasses set the class attributes and implement the exchange methods.
+    They are built as ``Backend(virtapi, read_only=False)``, exactly like a
+    Nova compute driver.
+    """
+
+    #: XHV's name for the hypervisor family: kvm, vmware, hyperv or xen.
+    family = None
+    #: Canonical format (see nova_xhv.translate.formats) and subformat the
+    #: hypervisor stores disks in; imports are translated to it.
+    native_format = None
+    native_subformat = None
+
+    @abc.abstractmethod
+    def export_disks(self, context, instance, block_device_info=None):
+        """Describe the disks of a powered-off instance for a move.
+
+        :returns: list of nova_xhv.disk.DiskDescriptor, boot disk first.
+            Paths are files the caller may read (never modify) until
+            ``release_exported_disks``; they may be the live disk files when
+            the hypervisor's storage is local, or copies/streams otherwise.
+        """
+
+    def release_exported_disks(self, context, instance, disks):
+        """Drop whatever ``export_disks`` made (copies, leases, tokens).
+
+        Never touches the instance's own disks.  Default: nothing to drop.
+        """
+
+    @abc.abstractmethod
+    def stage_disks(self, context, instance, disks):
+        """Place disks, already in the native format, in the hypervisor's
+        storage, attached to nothing.
+
+        :param disks: DiskDescriptors with local ``path`` in native format;
+            the backend may move (rename) these files instead of copying.
+        :returns: DiskDescriptors for the staged disks (``handle`` set to
+            what ``spawn_from_disks`` and ``discard_staged_disks`` need).
+        """
+
+    @abc.abstractmethod
+    def discard_staged_disks(self, context, instance, disks):
+        """Remove disks made by ``stage_disks``; idempotent."""
+
+    @abc.abstractmethod
+    def spawn_from_disks(self, context, instance, disks, network_info,
+                         image_meta, block_device_info=None, hardware=None,
+                         power_on=True):
+        """Create the instance on this hypervisor from staged disks.
+
+        :param hardware: hardware choices (disk bus, NIC model, firmware)
+            mapped for this hypervisor; None means the backend's defaults.
+        """
+
+    def import_disks(self, context, instance, disks, network_info,
+                     image_meta, block_device_info=None, hardware=None,
+                     power_on=True):
+        """Stage native-format disks and create the instance from them."""
+        staged = self.stage_disks(context, instance, disks)
+        try:
+            self.spawn_from_disks(context, instance, staged, network_info,
+                                  image_meta, block_device_info,
+                                  hardware=hardware, power_on=power_on)
+        except Exception:
+            self.discard_staged_disks(context, instance, staged)
+            raise
+        return staged

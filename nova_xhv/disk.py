@@ -1,0 +1,55 @@
+"""What one disk looks like while it moves between hypervisors.
+
+A plain value object: the backends produce and consume it, the migration
+code ships it between computes as JSON.  No Nova imports.
+"""
+
+import dataclasses
+import typing
+
+
+@dataclasses.dataclass
+class DiskDescriptor:
+    """One guest disk, exported from or staged into a hypervisor.
+
+    Exactly one of ``path`` (a local file; for a VMware monolithicFlat
+    disk, its descriptor) or ``url`` (an HTTP(S) source readable with Range
+    requests) locates the data.
+    """
+
+    # Canonical format name (raw, qcow2, vmdk, vhdx, vhd): see
+    # nova_xhv.translate.formats.
+    format: str
+    virtual_size: int
+    path: typing.Optional[str] = None
+    url: typing.Optional[str] = None
+    subformat: typing.Optional[str] = None
+    # The guest-visible bus on the hypervisor that produced the disk, in that
+    # hypervisor's words (virtio, scsi, sata, ide, lsiLogic, pvscsi, ...).
+    bus: typing.Optional[str] = None
+    # 0 is the boot disk; None means not bootable.
+    boot_index: typing.Optional[int] = 0
+    device_name: typing.Optional[str] = None
+    # Hex sha256 of the guest data when known (set by whoever staged it).
+    checksum: typing.Optional[str] = None
+    # Backend-private handle (e.g. a datastore path or VDI uuid) that only
+    # the backend which made the descriptor interprets.
+    handle: typing.Optional[str] = None
+
+    def __post_init__(self):
+        if (self.path is None) == (self.url is None):
+            raise ValueError('a disk needs exactly one of path or url')
+        if self.virtual_size < 0:
+            raise ValueError('virtual_size must not be negative')
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError('unknown disk descriptor fields: %s'
+                             % ', '.join(sorted(unknown)))
+        return cls(**data)

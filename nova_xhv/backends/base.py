@@ -53,8 +53,9 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def stage_disks(self, context, instance, disks):
-        """Place disks, already in the native format, in the hypervisor's
-        storage, attached to nothing.
+        """Place native-format disks in the hypervisor's storage.
+
+        The disks are attached to nothing yet.
 
         :param disks: DiskDescriptors with local ``path`` in native format;
             the backend may move (rename) these files instead of copying.

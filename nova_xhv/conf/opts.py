@@ -7,6 +7,8 @@ import importlib
 _MODULES = [
     'nova_xhv.conf.xhv',
     'nova_xhv.conf.translate',
+    'nova_xhv.conf.vmware',
+    'nova_xhv.conf.migration',
 ]
 
 

@@ -27,3 +27,18 @@ Canonical format names are Glance's/Nova's: raw, qcow2, vmdk, vhdx, vhd.
 ``translate.formats`` maps them to qemu-img's (vhd -> vpc) and knows each
 hypervisor's native format.
 """
+
+from nova_xhv.translate.engine import compare  # noqa: F401
+from nova_xhv.translate.engine import convert  # noqa: F401
+from nova_xhv.translate.engine import ConvertOptions  # noqa: F401
+from nova_xhv.translate.engine import ConvertResult  # noqa: F401
+from nova_xhv.translate.exceptions import ConversionFailed  # noqa: F401
+from nova_xhv.translate.exceptions import ConversionTimeout  # noqa: F401
+from nova_xhv.translate.exceptions import FormatMismatch  # noqa: F401
+from nova_xhv.translate.exceptions import TranslationError  # noqa: F401
+from nova_xhv.translate.exceptions import UnsafeImage  # noqa: F401
+from nova_xhv.translate.exceptions import UnsupportedFormat  # noqa: F401
+from nova_xhv.translate.formats import native_format  # noqa: F401
+from nova_xhv.translate.inspect import ImageInfo  # noqa: F401
+from nova_xhv.translate.inspect import inspect_image  # noqa: F401
+from nova_xhv.translate.remote import RemoteSource  # noqa: F401

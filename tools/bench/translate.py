@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Benchmark the translation engine against bare qemu-img and cp.
+
+    python tools/bench/translate.py [--virtual-gib 8] [--data-mib 1024]
+                                    [--reps 3] [--workdir DIR]
+
+Generates a sparse raw disk with random data scattered in 1 MiB runs, then
+for every target format times, in the same run and interleaved:
+
+* engine: ``nova_xhv.translate.convert`` (inspection, qemu-img info calls,
+  prlimit wrapper, progress parsing, output checks included);
+* bare:   ``qemu-img convert`` with exactly the engine's flags
+  (same argv builder), no wrapper;
+* cp:     ``cp --sparse=always`` of the raw file (a floor for moving the
+  data at all).
+
+One untimed warm-up round first; the order of the three rotates with each
+repetition; ``sync`` before every timed step.
+
+Prints medians and ratios.  It is not a test: it never fails on speed.
+"""
+
+import argparse
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+
+from nova_xhv import translate  # noqa: E402
+from nova_xhv.translate import formats  # noqa: E402
+from nova_xhv.translate import qemu_img  # noqa: E402
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+TARGETS = [('raw', None), ('qcow2', None), ('vmdk', 'streamOptimized'),
+           ('vmdk', 'monolithicSparse'), ('vhdx', 'dynamic'),
+           ('vhd', 'dynamic'), ('vhd', 'fixed')]
+
+
+def make_source(path, virtual_size, data_size, seed=42):
+    """Sparse raw disk: ``data_size`` random bytes in 1 MiB runs."""
+    rng = random.Random(seed)
+    slots = virtual_size // MiB
+    chosen = sorted(rng.sample(range(slots), data_size // MiB))
+    with open(path, 'wb') as f:
+        f.truncate(virtual_size)
+        for slot in chosen:
+            f.seek(slot * MiB)
+            f.write(os.urandom(MiB))
+    return len(chosen) * MiB
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _timed(func):
+    started = time.monotonic()
+    func()
+    return time.monotonic() - started
+
+
+def _sync():
+    # Write-back of the previous run must not be billed to the next one.
+    os.sync()
+
+
+def machine_description(workdir):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    qemu = subprocess.run(['qemu-img', '--version'], capture_output=True,
+                          text=True).stdout.splitlines()[0]
+    fs = subprocess.run(['df', '-T', workdir], capture_output=True,
+                        text=True).stdout.splitlines()[-1].split()[1]
+    return ('%s; %d CPUs visible; %s; Linux %s; Python %s; workdir on %s' %
+            (cpu, os.cpu_count(), qemu, platform.release(),
+             platform.python_version(), fs))
+
+
+def run(args):
+    workdir = tempfile.mkdtemp(prefix='xhv-bench-', dir=args.workdir)
+    try:
+        source = os.path.join(workdir, 'source.raw')
+        virtual_size = args.virtual_gib * GiB
+        data = make_source(source, virtual_size, args.data_mib * MiB)
+        print('Machine: %s' % machine_description(workdir))
+        print('Source: %d GiB virtual, %d MiB of random data in 1 MiB runs; '
+              '%d repetitions, medians in seconds\n' % (
+                  args.virtual_gib, data // MiB, args.reps))
+        options = translate.ConvertOptions()
+        results = {target: {'engine': [], 'bare': [], 'cp': []}
+                   for target in TARGETS}
+        out = os.path.join(workdir, 'out.img')
+
+        def engine(fmt, subformat):
+            translate.convert(source, out, fmt, from_format='raw',
+                              subformat=subformat, options=options)
+
+        def bare(fmt, subformat):
+            argv = qemu_img.convert_argv(
+                source, 'raw', out, formats.qemu_driver(fmt),
+                formats.create_options(fmt, subformat),
+                sparse_size=options.sparse_size,
+                coroutines=options.coroutines,
+                out_of_order=options.out_of_order)
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+        def cp(fmt, subformat):
+            subprocess.run(['cp', '--sparse=always', source, out],
+                           check=True)
+
+        methods = [('engine', engine), ('bare', bare), ('cp', cp)]
+        # Warm-up, untimed: the first write after generating the source is
+        # always slow (page cache, block allocation), whoever does it.
+        for _name, method in methods:
+            _sync()
+            method('raw', None)
+            _remove(out)
+        for rep in range(args.reps):
+            # Rotate who goes first so no method always pays for the
+            # previous one's write-back.
+            order = methods[rep % 3:] + methods[:rep % 3]
+            for fmt, subformat in TARGETS:
+                times = results[(fmt, subformat)]
+                for name, method in order:
+                    _sync()
+                    times[name].append(_timed(
+                        lambda: method(fmt, subformat)))
+                    _remove(out)
+        row = '%-24s %8s %8s %8s %13s %10s'
+        print(row % ('target', 'engine', 'bare', 'cp', 'engine/bare',
+                     'engine/cp'))
+        worst = 0.0
+        for fmt, subformat in TARGETS:
+            times = results[(fmt, subformat)]
+            engine, bare, cp = (statistics.median(times[k])
+                                for k in ('engine', 'bare', 'cp'))
+            worst = max(worst, engine / bare)
+            print(row % ('%s %s' % (fmt, subformat or ''), '%.2f' % engine,
+                         '%.2f' % bare, '%.2f' % cp, '%.3f' % (engine / bare),
+                         '%.2f' % (engine / cp)))
+        print('\nWorst engine/bare ratio: %.3f (goal <= 1.05)' % worst)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--virtual-gib', type=int, default=8)
+    parser.add_argument('--data-mib', type=int, default=1024)
+    parser.add_argument('--reps', type=int, default=3)
+    parser.add_argument('--workdir', default=None,
+                        help='folder for the source and outputs (needs '
+                             'about 2 x data-mib free); default: system '
+                             'temporary folder')
+    args = parser.parse_args(argv)
+    if args.data_mib > args.virtual_gib * 1024:
+        parser.error('--data-mib cannot exceed the virtual size')
+    run(args)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -6,6 +6,7 @@ What it does not do yet (see doc/source/vmware.rst): Neutron port mapping
 within vSphere.
 """
 
+import dataclasses
 import os
 import re
 import shutil
@@ -31,12 +32,24 @@ from nova_xhv.backends.vmware import nfc
 from nova_xhv.backends.vmware import session as vsession
 from nova_xhv.backends.vmware import vm as vmops
 import nova_xhv.conf
+from nova_xhv.conf import translate as translate_conf
 from nova_xhv.disk import DiskDescriptor
 from nova_xhv import translate
 
 CONF = nova_xhv.conf.CONF
 LOG = logging.getLogger(__name__)
 GiB = 1024 ** 3
+
+
+def _convert_options(workdir):
+    """The operator's [xhv] translation options, staging in ``workdir``.
+
+    ``workdir`` is private to one operation, so a monolithicFlat
+    descriptor + extent pair downloaded there may be read.
+    """
+    return dataclasses.replace(
+        translate_conf.convert_options_from_conf(CONF.xhv),
+        staging_dir=workdir)
 
 
 class UnsupportedRequest(exception.NovaException):
@@ -237,14 +250,17 @@ class VMwareBackend(base.Backend):
 
     def _to_stream_optimized(self, path, disk_format, workdir):
         """Return a local streamOptimized vmdk for an image file."""
-        info = translate.inspect_image(path, claimed_format=disk_format,
-                                       staging_dir=workdir)
+        options = _convert_options(workdir)
+        info = translate.inspect_image(
+            path, claimed_format=disk_format, staging_dir=workdir,
+            max_virtual_size=options.max_virtual_size)
         if info.format == 'vmdk' and info.subformat == 'streamOptimized':
             return path, info.virtual_size
         target = os.path.join(workdir, 'disk-0.vmdk')
         result = translate.convert(path, target, to_format='vmdk',
                                    from_format=info.format,
-                                   subformat='streamOptimized')
+                                   subformat='streamOptimized',
+                                   options=options)
         return target, result.virtual_size
 
     def _import(self, instance, name, marker, files_and_sizes, adapter,
@@ -339,7 +355,8 @@ class VMwareBackend(base.Backend):
                 target = os.path.join(workdir, 'image.vmdk')
                 translate.convert(local, target, to_format='vmdk',
                                   from_format=fmt,
-                                  subformat='streamOptimized')
+                                  subformat='streamOptimized',
+                                  options=_convert_options(workdir))
                 local = target
             update_task_state(task_state=task_states.IMAGE_UPLOADING,
                               expected_state=task_states.IMAGE_PENDING_UPLOAD)

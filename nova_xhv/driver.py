@@ -13,6 +13,7 @@ import importlib.metadata
 import warnings
 
 from nova import exception
+from nova.virt import driver
 from oslo_log import log as logging
 import stevedore
 from stevedore import exception as stevedore_exception
@@ -20,6 +21,9 @@ from stevedore import exception as stevedore_exception
 from nova_xhv.backends import base
 import nova_xhv.conf
 from nova_xhv import forwarding
+from nova_xhv.migration import flow
+from nova_xhv.migration import hardware
+from nova_xhv.migration import service
 
 CONF = nova_xhv.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -98,22 +102,128 @@ def load_backend(name, virtapi, read_only=False):
 
 
 class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
-    """Nova compute driver running one hypervisor backend."""
+    """Nova compute driver running one hypervisor backend.
+
+    A cold migration or resize between two computes of the same family is
+    the backend's own business.  Between families (see
+    doc/source/migration.rst) it is staged so that every failure before
+    the source returns rolls back to the untouched original:
+
+    1. source ``migrate_disk_and_power_off``: power off, export, have the
+       destination pull, translate and stage the disks, wait; on failure
+       power the original back on and raise InstanceFaultRollback;
+    2. destination ``finish_migration``: create the server from the staged
+       disks with the mapped hardware -- commit only;
+    3. source ``confirm_migration``: delete the original; or
+       ``finish_revert_migration``: power the original back on (the
+       destination's ``destroy`` removed its copy).
+    """
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi)
         self.backend_name = CONF.xhv.backend
         self.backend = load_backend(self.backend_name, virtapi, read_only)
+        self.moves = service.MoveService(self.backend, CONF.xhv)
         LOG.info('XHV runs the %r backend (%s, native disk format %s)',
                  self.backend_name, self.backend.family,
                  self.backend.native_format)
 
+    @property
+    def capabilities(self):
+        # Images the translation engine reads can boot or move here.
+        return self.moves.capabilities(self.backend.capabilities)
+
+    def capabilities_as_traits(self):
+        # Nova's own conversion, but from XHV's capabilities above (the
+        # forwarded call would read the backend's).
+        return driver.ComputeDriver.capabilities_as_traits(self)
+
     def init_host(self, host):
         try:
-            return self.backend.init_host(host)
+            started = self.backend.init_host(host)
         except Exception as error:
             _fail('XHV backend %r ([xhv] backend) could not start on host '
                   '%s: %s: %s. Check that its hypervisor is running and '
                   'reachable, or set [xhv] backend to the hypervisor this '
                   'host runs.' % (self.backend_name, host,
                                   type(error).__name__, error), error)
+        try:
+            # The exchange endpoint; disks staged before a crash go away.
+            self.moves.start(host)
+        except Exception as error:
+            _fail('XHV could not start its exchange endpoint on host %s: '
+                  '%s' % (host, error), error)
+        return started
+
+    def cleanup_host(self, host):
+        self.moves.stop()
+        return self.backend.cleanup_host(host)
+
+    def get_available_resource(self, nodename):
+        # Publishes this compute's family, exchange URL and the hypervisor
+        # types it takes through translation (supported_instances).
+        return self.moves.advertise(
+            self.backend.get_available_resource(nodename))
+
+    # -- cold migration and resize ---------------------------------------
+
+    def migrate_disk_and_power_off(self, context, instance, dest, flavor,
+                                   network_info, block_device_info=None,
+                                   timeout=0, retry_interval=0):
+        destination = flow.destination_of(context, instance)
+        if not self.moves.crosses_family(destination):
+            return self.backend.migrate_disk_and_power_off(
+                context, instance, dest, flavor, network_info,
+                block_device_info, timeout, retry_interval)
+        try:
+            return self.moves.move_out(context, instance, destination,
+                                       network_info, block_device_info,
+                                       timeout, retry_interval)
+        except Exception as error:
+            # Original powered on again, nothing left on the destination:
+            # Nova puts the server back on this host.
+            raise exception.InstanceFaultRollback(inner_exception=error)
+
+    def finish_migration(self, context, migration, instance, disk_info,
+                         network_info, image_meta, resize_instance,
+                         allocations, block_device_info=None, power_on=True,
+                         share_info=None):
+        move = flow.cross_family_disk_info(disk_info)
+        if move is None:
+            return self.backend.finish_migration(
+                context, migration, instance, disk_info, network_info,
+                image_meta, resize_instance, allocations, block_device_info,
+                power_on, share_info)
+        self.moves.finish(context, instance, move, network_info,
+                          block_device_info, power_on)
+
+    def confirm_migration(self, context, migration, instance, network_info):
+        if self.moves.source_record(migration) is None:
+            return self.backend.confirm_migration(context, migration,
+                                                  instance, network_info)
+        self.moves.confirm(context, migration, instance, network_info)
+
+    def finish_revert_migration(self, context, instance, network_info,
+                                migration, block_device_info=None,
+                                power_on=True, share_info=None):
+        if self.moves.source_record(migration) is None:
+            return self.backend.finish_revert_migration(
+                context, instance, network_info, migration,
+                block_device_info, power_on, share_info)
+        self.moves.revert(context, instance, migration, network_info,
+                          block_device_info, power_on)
+
+    def destroy(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, destroy_secrets=True):
+        self.moves.guard_destroy(instance)
+        return self.backend.destroy(context, instance, network_info,
+                                    block_device_info, destroy_disks,
+                                    destroy_secrets)
+
+    def check_instance_shared_storage_local(self, context, instance):
+        if hardware.SYSMETA_ORIGINAL in instance.system_metadata:
+            # A copy made by a move between families never shares storage
+            # with its source: a revert must delete it.
+            raise NotImplementedError()
+        return self.backend.check_instance_shared_storage_local(context,
+                                                                instance)

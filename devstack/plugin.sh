@@ -1,0 +1,188 @@
+#!/bin/bash
+# shellcheck shell=bash
+# XHV devstack plugin: installs XHV and enables it through nova.conf and
+# cinder.conf.  Sourced by devstack (stack.sh, unstack.sh, clean.sh) with
+# $1 = mode and $2 = phase; uses devstack's iniset/iniget/inidelete,
+# pip_install and die.
+
+XHV_CINDER_DRIVER=cinder_xhv.driver.XHVVolumeDriver
+XHV_NOVA_DRIVER=xhv.XHVDriver
+XHV_KNOWN_BACKENDS="libvirt vmware hyperv xenapi"
+
+# devstack copies $NOVA_CONF to $NOVA_CPU_CONF (what nova-compute reads)
+# when it starts nova-compute, after post-config: write both, so the
+# settings hold in every phase and on a repeated stack.sh.
+function xhv_nova_confs {
+    local conf=${NOVA_CONF:-/etc/nova/nova.conf}
+    echo "$conf"
+    if [[ -n "${NOVA_CPU_CONF:-}" && "$NOVA_CPU_CONF" != "$conf" ]]; then
+        echo "$NOVA_CPU_CONF"
+    fi
+}
+
+function xhv_check_settings {
+    local known=0 b
+    for b in $XHV_KNOWN_BACKENDS; do
+        [[ "$XHV_BACKEND" == "$b" ]] && known=1
+    done
+    if [[ $known == 0 ]]; then
+        die $LINENO "XHV_BACKEND=$XHV_BACKEND: use one of: $XHV_KNOWN_BACKENDS"
+    fi
+    # The backend must be one this XHV ships (its stevedore entry point).
+    if ! grep -Eq "^ +$XHV_BACKEND = nova_xhv\.backends" "$XHV_DIR/setup.cfg"; then
+        die $LINENO "XHV_BACKEND=$XHV_BACKEND: $XHV_DIR has no such backend yet"
+    fi
+    if [[ "$XHV_BACKEND" == vmware ]]; then
+        local v
+        for v in XHV_VMWARE_HOST XHV_VMWARE_USERNAME XHV_VMWARE_PASSWORD \
+                 XHV_VMWARE_CLUSTER; do
+            if [[ -z "${!v}" ]]; then
+                die $LINENO "XHV_BACKEND=vmware needs $v in local.conf"
+            fi
+        done
+    fi
+}
+
+# XHV_EXTRA_OPTS items look like section:key=value.
+function xhv_opt_key {
+    local item=${1#*:}
+    echo "${item%%=*}"
+}
+
+function install_xhv {
+    local extra=""
+    case "$XHV_BACKEND" in
+        vmware) extra="[vmware]" ;;
+        hyperv) extra="[hyperv]" ;;
+        xenapi) extra="[xenapi]" ;;
+    esac
+    # pip_install honours devstack's upper constraints.
+    pip_install "${XHV_DIR}${extra}"
+}
+
+function configure_xhv_nova {
+    local conf
+    for conf in $(xhv_nova_confs); do
+        configure_xhv_nova_file "$conf"
+    done
+}
+
+function configure_xhv_nova_file {
+    local conf=$1
+    # Remember the driver devstack chose ("-": none), for unstack.
+    local previous
+    previous=$(iniget "$conf" DEFAULT compute_driver)
+    if [[ "$previous" != "$XHV_NOVA_DRIVER" ]]; then
+        iniset "$conf" xhv devstack_previous_compute_driver "${previous:--}"
+    fi
+    iniset "$conf" DEFAULT compute_driver "$XHV_NOVA_DRIVER"
+    iniset "$conf" xhv backend "$XHV_BACKEND"
+    if [[ -n "$XHV_EXCHANGE_SECRET" ]]; then
+        iniset "$conf" xhv exchange_secret "$XHV_EXCHANGE_SECRET"
+    fi
+    local item
+    for item in $XHV_EXTRA_OPTS; do
+        iniset "$conf" "${item%%:*}" "$(xhv_opt_key "$item")" "${item#*=}"
+    done
+    case "$XHV_BACKEND" in
+        vmware)
+            iniset "$conf" xhv_vmware host "$XHV_VMWARE_HOST"
+            iniset "$conf" xhv_vmware port "$XHV_VMWARE_PORT"
+            iniset "$conf" xhv_vmware username "$XHV_VMWARE_USERNAME"
+            iniset "$conf" xhv_vmware password "$XHV_VMWARE_PASSWORD"
+            iniset "$conf" xhv_vmware cluster_name "$XHV_VMWARE_CLUSTER"
+            if [[ -n "$XHV_VMWARE_CA_FILE" ]]; then
+                iniset "$conf" xhv_vmware ca_file "$XHV_VMWARE_CA_FILE"
+            fi
+            iniset "$conf" xhv_vmware insecure "$XHV_VMWARE_INSECURE"
+            ;;
+    esac
+}
+
+function configure_xhv_cinder {
+    local section=$XHV_CINDER_BACKEND conf=${CINDER_CONF:-/etc/cinder/cinder.conf}
+    [[ -z "$section" || ! -f "$conf" ]] && return 0
+    local inner
+    inner=$(iniget "$conf" "$section" volume_driver)
+    if [[ -z "$inner" ]]; then
+        die $LINENO "cinder.conf has no volume_driver in [$section]" \
+            "(XHV_CINDER_BACKEND)"
+    fi
+    if [[ "$inner" != "$XHV_CINDER_DRIVER" ]]; then
+        iniset "$conf" "$section" xhv_inner_volume_driver "$inner"
+        iniset "$conf" "$section" volume_driver "$XHV_CINDER_DRIVER"
+    fi
+}
+
+# unstack: give nova-compute and Cinder back the drivers they had.
+function unconfigure_xhv {
+    local conf
+    for conf in $(xhv_nova_confs); do
+        unconfigure_xhv_nova_file "$conf"
+    done
+    unconfigure_xhv_cinder
+}
+
+function unconfigure_xhv_nova_file {
+    local conf=$1 previous
+    if [[ -f "$conf" ]]; then
+        if [[ "$(iniget "$conf" DEFAULT compute_driver)" == "$XHV_NOVA_DRIVER" ]]; then
+            previous=$(iniget "$conf" xhv devstack_previous_compute_driver)
+            if [[ -z "$previous" || "$previous" == "-" ]]; then
+                inidelete "$conf" DEFAULT compute_driver
+            else
+                iniset "$conf" DEFAULT compute_driver "$previous"
+            fi
+        fi
+        local opt
+        for opt in backend devstack_previous_compute_driver exchange_secret; do
+            inidelete "$conf" xhv "$opt"
+        done
+        for opt in host port username password cluster_name ca_file insecure; do
+            inidelete "$conf" xhv_vmware "$opt"
+        done
+        local item
+        for item in $XHV_EXTRA_OPTS; do
+            inidelete "$conf" "${item%%:*}" "$(xhv_opt_key "$item")"
+        done
+    fi
+}
+
+function unconfigure_xhv_cinder {
+    local cconf=${CINDER_CONF:-/etc/cinder/cinder.conf} section=$XHV_CINDER_BACKEND
+    if [[ -n "$section" && -f "$cconf" ]]; then
+        local inner
+        inner=$(iniget "$cconf" "$section" xhv_inner_volume_driver)
+        if [[ -n "$inner" ]]; then
+            iniset "$cconf" "$section" volume_driver "$inner"
+            inidelete "$cconf" "$section" xhv_inner_volume_driver
+        fi
+    fi
+}
+
+function cleanup_xhv {
+    unconfigure_xhv
+    # pip's uninstall also removes nova/virt/xhv, XHV's only file in Nova.
+    pip_uninstall openstack-xhv
+}
+
+if [[ "$1" == "stack" ]]; then
+    case "$2" in
+        pre-install)
+            xhv_check_settings
+            ;;
+        install)
+            echo_summary "Installing XHV ($XHV_BACKEND backend)"
+            install_xhv
+            ;;
+        post-config)
+            echo_summary "Configuring Nova and Cinder for XHV"
+            configure_xhv_nova
+            configure_xhv_cinder
+            ;;
+    esac
+elif [[ "$1" == "unstack" ]]; then
+    unconfigure_xhv
+elif [[ "$1" == "clean" ]]; then
+    cleanup_xhv
+fi

@@ -1,0 +1,249 @@
+"""The demo: every step is an ``openstack --os-cloud xhv-aio`` call.
+
+Boot the tiny disk (tests/fixtures/disks.py) as a vmdk image on the vSphere
+compute, move it to KVM, confirm, read the boot marker from the KVM console;
+then the same move reverted.  Prints a table of each step's time.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import services
+from services import log
+
+MARKER = 'XHV-BOOT-OK'
+IMAGE = 'xhv-demo-boot'
+FLAVOR = 'xhv-tiny'
+PREFIX = 'xhv-demo-'
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+class Demo:
+    def __init__(self, cloud):
+        self.cloud = cloud
+        self.osc = os.path.join(cloud.bin, 'openstack')
+        self.rows = []
+        self.record = os.path.join(cloud.state, 'demo-servers')
+        self.kvm = services.HOSTS['libvirt']
+        # Log lines start with this timestamp format (oslo.log).
+        self.started = time.strftime('%Y-%m-%d %H:%M:%S')
+        self.vmware = services.HOSTS['vmware']
+
+    def cli(self, *args, parse=False):
+        argv = [self.osc, '--os-cloud', 'xhv-aio'] + list(args)
+        if parse:
+            argv += ['-f', 'json']
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode:
+            msg = ('openstack %s: %s' % (
+                ' '.join(args), (proc.stderr or proc.stdout).strip()[-2000:]))
+            raise StepFailed(msg)
+        return json.loads(proc.stdout) if parse else proc.stdout
+
+    def step(self, title, func, skip=None):
+        if skip:
+            self.rows.append((title, '-', 'SKIPPED: ' + skip))
+            log('%s: skipped (%s)' % (title, skip))
+            return None
+        log(title)
+        start = time.monotonic()
+        try:
+            result = func()
+        except StepFailed as exc:
+            self.rows.append((title, '%.1f' % (time.monotonic() - start),
+                              'FAILED'))
+            log('FAILED: %s' % exc)
+            self.show_errors()
+            return StepFailed
+        self.rows.append((title, '%.1f' % (time.monotonic() - start), 'ok'))
+        return result
+
+    # -- helpers ----------------------------------------------------------
+
+    def show_errors(self, lines=12):
+        """The last ERROR lines Nova's services logged during the demo."""
+        procs = self.cloud.procs
+        for name in procs.names():
+            if not name.startswith('nova'):
+                continue
+            errors = [line for line in procs.log_tail(name, 400).splitlines()
+                      if ' ERROR ' in line and line[:19] >= self.started]
+            if errors:
+                print('---- %s: last errors (%s)'
+                      % (name, procs.log_path(name)))
+                print('\n'.join(errors[-lines:]))
+
+    def wait_server(self, name, status, host=None, timeout=300):
+        deadline = time.monotonic() + timeout
+        server = {}
+        while time.monotonic() < deadline:
+            server = self.cli('server', 'show', name, parse=True)
+            if server['status'] == 'ERROR':
+                msg = ('%s went to ERROR: %s' % (
+                    name, server.get('fault')))
+                raise StepFailed(msg)
+            if server['status'] == status and (
+                    host is None or
+                    server.get('OS-EXT-SRV-ATTR:host') == host):
+                return server
+            time.sleep(1)
+        msg = ('%s not %s on %s within %d s (now %s on %s)' % (
+            name, status, host, timeout, server.get('status'),
+            server.get('OS-EXT-SRV-ATTR:host')))
+        raise StepFailed(msg)
+
+    def wait_marker(self, name, timeout=60):
+        deadline = time.monotonic() + timeout
+        text = ''
+        while time.monotonic() < deadline:
+            text = self.cli('console', 'log', 'show', name)
+            if MARKER in text:
+                return text
+            time.sleep(1)
+        msg = ('no %s on the console of %s within %d s: %r' % (
+            MARKER, name, timeout, text[-300:]))
+        raise StepFailed(msg)
+
+    def create_server(self, name, host):
+        server = self.cli('server', 'create', '--image', IMAGE, '--flavor',
+                          FLAVOR, '--nic', 'none', '--availability-zone',
+                          'nova:' + host, '--wait', name, parse=True)
+        with open(self.record, 'a') as f:
+            f.write(server['id'] + '\n')
+        self.wait_server(name, 'ACTIVE', host)
+        return server
+
+    def migrate(self, name, dest):
+        self.cli('server', 'migrate', '--host', dest, '--wait', name)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            server = self.cli('server', 'show', name, parse=True)
+            if (server['status'] == 'VERIFY_RESIZE' and
+                    server.get('OS-EXT-SRV-ATTR:host') == dest):
+                return server
+            migrations = self.cli('server', 'migration', 'list', '--server',
+                                  name, '--sort-column', 'Created At',
+                                  parse=True)
+            if migrations and migrations[-1]['Status'] in ('error',
+                                                           'failed'):
+                msg = ('the migration of %s ended in %s; %s is %s on %s; '
+                       'see the nova-compute logs (tools/xhv-aio logs)'
+                       % (name, migrations[-1]['Status'], name,
+                          server['status'],
+                          server.get('OS-EXT-SRV-ATTR:host')))
+                raise StepFailed(msg)
+            time.sleep(1)
+        msg = '%s did not reach VERIFY_RESIZE on %s' % (name, dest)
+        raise StepFailed(msg)
+
+    # -- steps ------------------------------------------------------------
+
+    def prepare(self):
+        """Image and flavor, and no servers left from an earlier demo."""
+        for server in self.cli('server', 'list', '--all-projects',
+                               parse=True):
+            if server['Name'].startswith(PREFIX):
+                self.cli('server', 'delete', '--wait', server['ID'])
+        flavors = {f['Name'] for f in self.cli('flavor', 'list', '--all',
+                                               parse=True)}
+        if FLAVOR not in flavors:
+            self.cli('flavor', 'create', '--ram', '64', '--disk', '1',
+                     '--vcpus', '1', FLAVOR)
+
+    def image_create(self):
+        sys.path.insert(0, services.TOP)
+        from tests.fixtures import disks
+        for image in self.cli('image', 'list', '--name', IMAGE, parse=True):
+            self.cli('image', 'delete', image['ID'])
+        with tempfile.TemporaryDirectory(prefix='xhv-aio-') as tmp:
+            raw = os.path.join(tmp, 'boot.raw')
+            vmdk = os.path.join(tmp, 'boot.vmdk')
+            disks.make_bootable_disk(raw)
+            subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'vmdk',
+                            '-o', 'subformat=streamOptimized', raw, vmdk],
+                           check=True)
+            return self.cli('image', 'create', '--disk-format', 'vmdk',
+                            '--container-format', 'bare', '--file', vmdk,
+                            '--property', 'vmware_disktype=streamOptimized',
+                            IMAGE, parse=True)
+
+    def run(self):
+        # What the services run, not this tree: the venv's copy of XHV.
+        installed = subprocess.run(
+            [os.path.join(self.cloud.bin, 'python'), '-c',
+             'import nova_xhv.migration'], cwd='/', capture_output=True)
+        no_migration = (None if installed.returncode == 0 else
+                        'nova_xhv.migration is not installed in the venv')
+        vm1, kvm1, rev = PREFIX + 'vmware', PREFIX + 'kvm', PREFIX + 'revert'
+        self.step('hypervisor list --long', lambda: print(self.cli(
+            'hypervisor', 'list', '--long')))
+        self.step('prepare (flavor, old demo servers)', self.prepare)
+        if self.step('image create (tiny bootable disk as vmdk)',
+                     self.image_create) is StepFailed:
+            return self.finish()
+        self.step('server create --nic none on %s' % self.kvm,
+                  lambda: self.create_server(kvm1, self.kvm))
+        self.step('console log show (KVM): boot marker',
+                  lambda: self.wait_marker(kvm1))
+        self.step('server delete (KVM)',
+                  lambda: self.cli('server', 'delete', '--wait', kvm1))
+        booted = self.step('server create --nic none on %s' % self.vmware,
+                           lambda: self.create_server(vm1, self.vmware))
+        skip = no_migration or (booted is StepFailed and
+                                'the vSphere boot failed')
+        moved = self.step('server migrate --host %s' % self.kvm,
+                          lambda: self.migrate(vm1, self.kvm), skip=skip)
+        skip = skip or (moved is StepFailed and 'the migrate failed')
+        self.step('server migrate confirm', lambda: (
+            self.cli('server', 'migrate', 'confirm', vm1),
+            self.wait_server(vm1, 'ACTIVE', self.kvm)), skip=skip)
+        self.step('console log show (after move): boot marker',
+                  lambda: self.wait_marker(vm1), skip=skip)
+        self.step('revert demo: server create on %s' % self.vmware,
+                  lambda: self.create_server(rev, self.vmware), skip=skip)
+        self.step('revert demo: server migrate --host %s' % self.kvm,
+                  lambda: self.migrate(rev, self.kvm), skip=skip)
+        self.step('revert demo: server migrate revert', lambda: (
+            self.cli('server', 'migrate', 'revert', rev),
+            self.wait_server(rev, 'ACTIVE', self.vmware)), skip=skip)
+        return self.finish()
+
+    def final_state(self):
+        """Each server with its compute host and hypervisor type."""
+        types = {h['Hypervisor Hostname']: h['Hypervisor Type']
+                 for h in self.cli('hypervisor', 'list', '--long',
+                                   parse=True)}
+        rows = [('server', 'status', 'compute host', 'hypervisor type')]
+        for server in self.cli('server', 'list', parse=True):
+            show = self.cli('server', 'show', server['ID'], parse=True)
+            rows.append((show['name'], show['status'],
+                         show.get('OS-EXT-SRV-ATTR:host') or '-',
+                         types.get(show.get(
+                             'OS-EXT-SRV-ATTR:hypervisor_hostname'), '-')))
+        widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+        lines = []
+        for row in rows:
+            cells = [str(v).ljust(w) for v, w in zip(row, widths)]
+            lines.append('  '.join(cells).rstrip())
+        return '\n'.join(lines)
+
+    def finish(self):
+        try:
+            final = self.final_state()
+        except StepFailed as exc:
+            final = str(exc)
+        width = max(len(r[0]) for r in self.rows)
+        print('\n%-*s  %8s  %s' % (width, 'step', 'seconds', 'result'))
+        print('-' * (width + 30))
+        for title, secs, result in self.rows:
+            print('%-*s  %8s  %s' % (width, title, secs, result))
+        print('\nFinal state:\n' + final)
+        failed = [r for r in self.rows if r[2] == 'FAILED']
+        return 1 if failed else 0

@@ -66,6 +66,23 @@ def family_of_hv_type(hv_type):
     return _HV_TYPE_FAMILIES.get(str(hv_type).strip().lower())
 
 
+def report_progress(instance, percent):
+    """Show a move's progress as the server's ``progress`` (server show).
+
+    Like Nova's own vmwareapi driver; a failed save only loses the figure,
+    never the move.
+    """
+    percent = max(0, min(100, int(percent)))
+    if instance.progress == percent:
+        return
+    instance.progress = percent
+    try:
+        instance.save()
+    except Exception as error:
+        LOG.warning('Could not record progress %d%% of instance %s: %s',
+                    percent, instance.uuid, error, instance=instance)
+
+
 @dataclasses.dataclass
 class Destination:
     host: str
@@ -245,6 +262,7 @@ class SourceMove(object):
                 LOG.info('Moving instance %s: %s, %d%%, %d bytes read',
                          instance.uuid, report['stage'], report['percent'],
                          report['bytes'], instance=instance)
+                report_progress(instance, report['percent'])
                 last = progress
             time.sleep(self.poll_interval)
             report = self.client.stage_status(dest.url, key)
@@ -252,6 +270,7 @@ class SourceMove(object):
             raise MoveFailed(
                 reason='the destination %s could not stage the disks: %s'
                        % (dest.host, report.get('error') or report['state']))
+        report_progress(instance, 100)
         return report
 
     def roll_back(self, context, instance, key, dest_url, published,

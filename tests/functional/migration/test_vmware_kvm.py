@@ -20,6 +20,8 @@ class TestVMwareToKVM(base.CrossHypervisorTestCase):
 
         server = self._migrate_server(server, host=base.KVM)
         self.assertEqual(base.KVM, server['OS-EXT-SRV-ATTR:host'])
+        # The staged copy finished before the source returned.
+        self.assertEqual(100, server['progress'])
         # The guest booted on KVM from the translated disk.
         self.wait_for_console_marker(server, disks.BOOT_MARKER)
         disk = self.kvm_disk(server)

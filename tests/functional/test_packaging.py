@@ -13,7 +13,7 @@ import unittest
 import zipfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__)))))
+    os.path.abspath(__file__))))
 
 
 class TestWheel(unittest.TestCase):

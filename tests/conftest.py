@@ -1,0 +1,41 @@
+"""Keep test groups that cannot share a Python process apart.
+
+* Nova's functional harness (tests/functional/nova_base.py) monkey-patches
+  eventlet as soon as it is imported; socket- and thread-based tests that
+  run after it in the same process can deadlock (a server thread blocking
+  the whole hub) instead of failing.
+* Nova and Cinder both register options on oslo.config's global CONF.
+
+So a pytest session may hold tests of one group only; tools/run-tests runs
+one process per group.  Mixing them is refused at collection, with the
+command to use, rather than left to hang.
+"""
+
+import pytest
+
+HARNESS_MODULE = 'tests.functional.nova_base'
+CINDER_DIRS = ('tests/unit/cinder', 'tests/functional/cinder')
+
+
+def _group(item):
+    cls = getattr(item, 'cls', None)
+    if cls is not None and any(base.__module__ == HARNESS_MODULE
+                               for base in cls.__mro__):
+        return 'nova-harness'
+    path = item.path.as_posix()
+    if any('/%s/' % d in path for d in CINDER_DIRS):
+        return 'cinder'
+    return 'plain'
+
+
+def pytest_collection_modifyitems(session, config, items):
+    groups = {}
+    for item in items:
+        groups.setdefault(_group(item), item.nodeid)
+    if len(groups) > 1:
+        examples = '; '.join('%s (e.g. %s)' % pair
+                             for pair in sorted(groups.items()))
+        raise pytest.UsageError(
+            'these tests cannot share one pytest process: %s. Run '
+            'tools/run-tests, which runs each group in its own process, '
+            'or select one group.' % examples)

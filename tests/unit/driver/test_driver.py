@@ -15,6 +15,7 @@ from nova_xhv import driver as xhv_driver
 from tests.unit.driver import fake_backends
 
 FAKE_MODULE = 'tests.unit.driver.fake_backends'
+STOCK_LIBVIRT = {'libvirt': 'nova_xhv.backends.libvirt:LibvirtBackend'}
 FAKE_ENTRY_POINTS = {
     'recording': FAKE_MODULE + ':RecordingBackend',
     'not-a-backend': FAKE_MODULE + ':NotABackend',
@@ -32,10 +33,14 @@ class DriverTestCase(testtools.TestCase):
         self.conf = self.useFixture(config_fixture.Config(nova_xhv.conf.CONF))
         # Everything logged, by any logger: the operator must see one line.
         self.log = self.useFixture(fixtures.FakeLogger(level=logging.INFO))
+        self.use_entry_points(FAKE_ENTRY_POINTS)
+
+    def use_entry_points(self, backends):
+        """Let stevedore see exactly ``backends`` ({name: 'module:Class'})."""
         entry_points = [
             importlib.metadata.EntryPoint(
                 name=name, value=value, group=xhv_driver.BACKEND_NAMESPACE)
-            for name, value in FAKE_ENTRY_POINTS.items()]
+            for name, value in backends.items()]
         self.useFixture(fixtures.MockPatch(
             'stevedore.extension.ExtensionManager.list_entry_points',
             return_value=entry_points))
@@ -70,12 +75,7 @@ class TestLoading(DriverTestCase):
         self.assertEqual('ready on h1', driver.init_host('h1'))
 
     def test_default_backend_is_stock_libvirt(self):
-        self.useFixture(fixtures.MockPatch(
-            'stevedore.extension.ExtensionManager.list_entry_points',
-            return_value=[importlib.metadata.EntryPoint(
-                name='libvirt',
-                value='nova_xhv.backends.libvirt:LibvirtBackend',
-                group=xhv_driver.BACKEND_NAMESPACE)]))
+        self.use_entry_points(STOCK_LIBVIRT)
         driver = xhv_driver.XHVDriver(mock.sentinel.virtapi)
         self.assertEqual('libvirt', driver.backend_name)
         self.assertIsInstance(driver.backend, libvirt_backend.LibvirtBackend)
@@ -149,12 +149,7 @@ class TestLibvirtConnectionFailure(DriverTestCase):
     """A real libvirt client that cannot reach libvirtd."""
 
     def test_init_host_names_the_option(self):
-        self.useFixture(fixtures.MockPatch(
-            'stevedore.extension.ExtensionManager.list_entry_points',
-            return_value=[importlib.metadata.EntryPoint(
-                name='libvirt',
-                value='nova_xhv.backends.libvirt:LibvirtBackend',
-                group=xhv_driver.BACKEND_NAMESPACE)]))
+        self.use_entry_points(STOCK_LIBVIRT)
         # No event threads in a unit test; nova-compute sets up the
         # notifier that reports the broken connection.
         self.useFixture(fixtures.MockPatch(
@@ -179,11 +174,7 @@ class TestLibvirtConnectionFailure(DriverTestCase):
 class TestBrokenBackendModule(DriverTestCase):
 
     def test_an_import_error_inside_xhv_is_not_a_missing_package(self):
-        self.useFixture(fixtures.MockPatch(
-            'stevedore.extension.ExtensionManager.list_entry_points',
-            return_value=[importlib.metadata.EntryPoint(
-                name='vmware', value='nova_xhv.backends.no_such_module:B',
-                group=xhv_driver.BACKEND_NAMESPACE)]))
+        self.use_entry_points({'vmware': 'nova_xhv.backends.no_such_module:B'})
         message = self.assert_one_clear_error(
             'vmware', 'failed to load', 'ModuleNotFoundError',
             'nova_xhv.backends.no_such_module')

@@ -4,8 +4,9 @@ up      configure and start the cloud (idempotent: starts what is missing)
 demo    up, then the openstack CLI demo with a table of step times
 status  each service with its PID, or DEAD
 logs    the last lines of every service's log (or of the named ones)
-down    delete the cloud's servers, stop every process it started by PID
-        and remove the libvirt domains of its KVM compute
+down    delete the cloud's servers and the demo's volumes and images, stop
+        every process it started by PID, remove the libvirt domains of its
+        KVM compute and unmount Cinder's (bind-mounted) share
 """
 
 import argparse
@@ -13,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 import demo as demo_mod
 import procs
@@ -50,7 +52,9 @@ def cmd_up(args, run_demo=False):
         services.log('interrupted: stopping everything started')
         _down(cloud)
         return 130
-    except procs.ServiceFailed as exc:
+    except Exception as exc:  # noqa: B902 - anything: stop what started
+        if not isinstance(exc, procs.ServiceFailed):
+            traceback.print_exc()
         print('xhv-aio: FAILED: %s' % exc, file=sys.stderr, flush=True)
         if args.keep_on_failure:
             return 1

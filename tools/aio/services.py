@@ -26,28 +26,37 @@ TEMPLATES = os.path.join(HERE, 'templates')
 
 PORTS = {'keystone': 5000, 'glance': 9292, 'placement': 8778,
          'neutron': 9696, 'nova-api': 8774, 'vcsim': 8989,
-         'mariadb': 3306, 'rabbitmq': 5672}
+         'mariadb': 3306, 'rabbitmq': 5672, 'cinder-api': 8776}
 WSGI_MODULES = {'keystone': 'keystone.wsgi.api:application',
                 'glance': 'glance.wsgi.api:application',
                 'placement': 'placement.wsgi.api:application',
                 'neutron': 'neutron.wsgi.api:application',
-                'nova-api': 'nova.wsgi.osapi_compute:application'}
+                'nova-api': 'nova.wsgi.osapi_compute:application',
+                'cinder-api': 'cinder.wsgi.api:application'}
 CONFIG_DIR_ENV = {'keystone': 'OS_KEYSTONE_CONFIG_DIR',
                   'glance': 'OS_GLANCE_CONFIG_DIR',
                   'placement': 'OS_PLACEMENT_CONFIG_DIR',
                   'neutron': 'OS_NEUTRON_CONFIG_DIR',
                   'nova-api': 'OS_NOVA_CONFIG_DIR'}
+# (cinder-api reads no such variable: it gets --config-file as its argv.)
 CATALOG = [  # (user/service name, type, url)
     ('glance', 'image', 'http://127.0.0.1:9292'),
     ('placement', 'placement', 'http://127.0.0.1:8778'),
     ('neutron', 'network', 'http://127.0.0.1:9696'),
     ('nova', 'compute', 'http://127.0.0.1:8774/v2.1'),
+    ('cinder', 'block-storage', 'http://127.0.0.1:8776/v3'),
 ]
+# Older service type names clients still look up: (service name, type, url).
+CATALOG_ALIASES = [('cinderv3', 'volumev3', 'http://127.0.0.1:8776/v3')]
 BACKENDS = ('libvirt', 'vmware')
 HOSTS = {'libvirt': 'aio-kvm', 'vmware': 'aio-vmware'}
 DB_USERS = {'keystone': ['keystone'], 'glance': ['glance'],
             'placement': ['placement'], 'neutron': ['neutron'],
-            'nova': ['nova_api', 'nova', 'nova_cell0']}
+            'nova': ['nova_api', 'nova', 'nova_cell0'],
+            'cinder': ['cinder']}
+CINDER_HOST = 'aio-cinder'
+# Names of everything the demo creates (servers, volumes, images).
+DEMO_PREFIX = 'xhv-demo-'
 
 
 def log(msg):
@@ -122,7 +131,7 @@ class Cloud:
     def virt_type(self):
         return 'kvm' if os.path.exists('/dev/kvm') else 'qemu'
 
-    def render(self, template, dest, mode=0o640, append=()):
+    def render(self, template, dest, mode=0o640, append=(), extra=None):
         text = ''
         for name in (template,) + tuple(append):
             with open(os.path.join(TEMPLATES, name)) as f:
@@ -132,7 +141,9 @@ class Cloud:
                   'VIRT_TYPE': self.virt_type(),
                   'VCSIM_PORT': str(PORTS['vcsim']), 'VCSIM_USER': 'xhv',
                   'VCSIM_PW': self.secrets['vcsim'],
-                  'EXCHANGE_SECRET': self.secrets['exchange']}
+                  'EXCHANGE_SECRET': self.secrets['exchange'],
+                  'HOST_cinder': CINDER_HOST}
+        values.update(extra or {})
         for svc in DB_USERS:
             values['DB_PW_' + svc] = self.secrets['db_' + svc]
         for svc, _, _ in CATALOG:
@@ -184,6 +195,10 @@ class Cloud:
         for d in ('glance/images', 'glance/staging', 'glance/tasks',
                   'glance/locks', 'neutron/locks', 'nova/locks'):
             os.makedirs(os.path.join(self.lib, d), exist_ok=True)
+
+    def copy_venv_file(self, relative, dest):
+        """Copy a file the venv ships (paste configs) into our etc."""
+        shutil.copy(os.path.join(self.venv, relative), dest)
 
     def conf(self, *parts):
         return os.path.join(self.etc, *parts)
@@ -367,9 +382,10 @@ class Cloud:
                 '--die-on-term', '--buffer-size', '65535',
                 '--hook-master-start',
                 'unix_signal:15 gracefully_kill_them_all',
-                '--add-header', 'Connection: close',
-                '--env', '%s=%s' % (CONFIG_DIR_ENV[name],
-                                    self.conf(name.split('-')[0]))]
+                '--add-header', 'Connection: close']
+        if name in CONFIG_DIR_ENV:
+            argv += ['--env', '%s=%s' % (CONFIG_DIR_ENV[name],
+                                         self.conf(name.split('-')[0]))]
         self.procs.start(name, argv + list(extra),
                          config_files=self.config_files(name),
                          code=self.xhv_code() if name == 'nova-api' else '')

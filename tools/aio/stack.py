@@ -6,12 +6,14 @@ import time
 
 import yaml
 
+import block_storage
 import services
 from services import log
 
 NOVA_SERVICES = ('nova-conductor', 'nova-scheduler')
 # Stop order: computes first (they hold instances), infrastructure last.
 STOP_ORDER = (['nova-compute-%s' % b for b in services.BACKENDS] +
+              list(reversed(block_storage.SERVICES)) +
               ['nova-scheduler', 'nova-conductor', 'nova-api', 'neutron',
                'placement', 'glance', 'keystone', 'vcsim', 'rabbitmq',
                'epmd', 'mariadb', 'libvirtd', 'virtlogd'])
@@ -54,10 +56,12 @@ class Stack:
     def __init__(self, cloud):
         self.cloud = cloud
         self.procs = cloud.procs
+        self.storage = block_storage.BlockStorage(cloud)
 
     def up(self, backends=services.BACKENDS):
         c = self.cloud
         c.write_configs()
+        self.storage.write_configs()
         c.mariadb()
         c.rabbitmq()
         if 'libvirt' in backends:
@@ -66,7 +70,10 @@ class Stack:
             c.vcsim()
         self.keystone()
         self.glance_placement_neutron()
+        # Cinder starts while Nova does; both are waited for below.
+        self.storage.start()
         self.nova(backends)
+        self.storage.wait(connect())
 
     def keystone(self):
         c = self.cloud
@@ -102,6 +109,8 @@ class Stack:
         for name in ('admin', 'service'):
             if name not in roles:
                 roles[name] = ident.create_role(name=name)
+        for name, svc_type, url in services.CATALOG_ALIASES:
+            self._endpoints(ident, name, svc_type, url)
         for name, svc_type, url in services.CATALOG:
             pw = self.cloud.secrets['svc_' + name]
             user = ident.find_user(name, domain_id='default')
@@ -113,16 +122,19 @@ class Stack:
             for role in ('admin', 'service'):
                 ident.assign_project_role_to_user(project, user,
                                                   roles[role])
-            svc = next((s for s in ident.services() if s.type == svc_type),
-                       None) or ident.create_service(name=name,
-                                                     type=svc_type)
-            have = {(e.interface, e.url)
-                    for e in ident.endpoints(service_id=svc.id)}
-            for interface in ('public', 'internal'):
-                if (interface, url) not in have:
-                    ident.create_endpoint(service_id=svc.id, url=url,
-                                          interface=interface,
-                                          region_id='RegionOne')
+            self._endpoints(ident, name, svc_type, url)
+
+    @staticmethod
+    def _endpoints(ident, name, svc_type, url):
+        svc = next((s for s in ident.services() if s.type == svc_type),
+                   None) or ident.create_service(name=name, type=svc_type)
+        have = {(e.interface, e.url)
+                for e in ident.endpoints(service_id=svc.id)}
+        for interface in ('public', 'internal'):
+            if (interface, url) not in have:
+                ident.create_endpoint(service_id=svc.id, url=url,
+                                      interface=interface,
+                                      region_id='RegionOne')
 
     def glance_placement_neutron(self):
         c = self.cloud
@@ -237,6 +249,26 @@ class Stack:
             time.sleep(1)
         return [s.id for s in servers]
 
+    def delete_demo_storage(self):
+        """The demo's volumes and images (their data outlives down)."""
+        prefix = services.DEMO_PREFIX
+        if not self.procs.pid('keystone'):
+            return
+        try:
+            conn = connect()
+            if self.procs.pid('cinder-api') and self.procs.pid(
+                    'cinder-volume'):
+                block_storage.delete_volumes(conn, prefix)
+            if self.procs.pid('glance'):
+                for image in list(conn.image.images()):
+                    if (image.name or '').startswith(prefix):
+                        log('deleting image %s (%s)' % (image.name,
+                                                        image.id))
+                        conn.image.delete_image(image)
+        except Exception as exc:  # noqa: B902 - cloud half up: report
+            log('could not delete the demo\'s volumes and images (%s)'
+                % exc)
+
     def our_instance_uuids(self):
         """Instances Nova's DB places on the KVM compute (any state)."""
         if not self.procs.pid('mariadb'):
@@ -255,6 +287,7 @@ class Stack:
         self.cloud.socket = os.path.join(self.cloud.state, 'run', 'mysqld',
                                          'mysqld.sock')
         self.delete_servers()
+        self.delete_demo_storage()
         uuids = set(self.our_instance_uuids())
         uuids |= set(self._recorded_uuids())
         stopped = []
@@ -267,6 +300,11 @@ class Stack:
         # Before libvirtd goes (when it is ours): a later KVM nova-compute
         # refuses to start while libvirtd holds any domain.
         removed = remove_domains(uuids)
+        # cinder-volume goes before its share is unmounted.
+        cinder_stopped, unmounted = self.storage.stop()
+        stopped += cinder_stopped
+        for point in unmounted:
+            log('unmounted the xhv-nfs share at %s' % point)
         for name in order:
             if name not in computes and self.procs.stop(name):
                 stopped.append(name)

@@ -1,13 +1,16 @@
 """CI smoke test: ``tools/xhv-aio demo`` end to end, then ``down``.
 
 Runs the real all-in-one cloud (MariaDB, RabbitMQ, Keystone, Glance,
-Placement, neutron-server, Nova with a KVM and a vSphere compute on vcsim)
-in its own state directory, checks the demo's step table and what the
-``openstack`` CLI sees, and tears it all down, asserting that no process
-and no libvirt domain of it is left.  Needs root and the services' ports
-(5000, 8774, 8778, 9292, 9696, 3306, 5672, 8989) free.
+Placement, neutron-server, Nova with a KVM and a vSphere compute on vcsim,
+Cinder with XHV's volume driver around the NFS driver) in its own state
+directory, checks the demo's step table and what the ``openstack`` CLI
+sees -- down to the bytes of the vmdk image Cinder made from a volume --
+and tears it all down, asserting that no process, mount or libvirt domain
+of it is left.  Needs root and the services' ports (5000, 8774, 8776, 8778,
+9292, 9696, 3306, 5672, 8989) free.
 """
 
+import json
 import os
 import re
 import socket
@@ -20,7 +23,9 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
 AIO = os.path.join(TOP, 'tools', 'xhv-aio')
 STATE = os.environ.get('XHV_AIO_TEST_DIR', '/var/lib/xhv-aio-test')
-PORTS = (5000, 8774, 8778, 9292, 9696, 3306, 5672, 8989)
+PORTS = (5000, 8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989)
+OPENSTACK = os.path.join(os.environ.get('XHV_VENV', '/opt/xhv/venv'), 'bin',
+                         'openstack')
 # Steps that need the cross-hypervisor migration; the demo marks them
 # SKIPPED only when nova_xhv.migration is not installed at all.
 MIGRATION_STEPS = ('server migrate --host', 'server migrate confirm',
@@ -45,6 +50,81 @@ def domains():
     proc = subprocess.run(['virsh', '-c', 'qemu:///system', 'list', '--all',
                            '--uuid'], capture_output=True, text=True)
     return set(proc.stdout.split())
+
+
+def cli(*args):
+    proc = subprocess.run([OPENSTACK, '--os-cloud', 'xhv-aio'] + list(args) +
+                          ['-f', 'json'], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, (args, proc.stderr)
+    return json.loads(proc.stdout)
+
+
+def qemu_img(*args):
+    proc = subprocess.run(['qemu-img'] + list(args), capture_output=True,
+                          text=True, timeout=60)
+    return proc
+
+
+def our_processes():
+    """PIDs whose command line names the test cloud's state folder."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                argv = f.read().decode(errors='replace')
+        except OSError:
+            continue
+        # Every service, and the privsep helpers Nova and Cinder spawn,
+        # gets a config file or folder from there.
+        if STATE in argv:
+            found.append((int(entry), argv.replace('\0', ' ')[:200]))
+    return found
+
+
+def our_mounts():
+    with open('/proc/mounts') as f:
+        return [line.split()[1] for line in f
+                if len(line.split()) > 1 and
+                line.split()[1].startswith(STATE)]
+
+
+def check_block_storage():
+    """What XHV's volume driver did, seen through the CLI and the bytes."""
+    services = cli('volume', 'service', 'list')
+    states = {(s['Binary'], s['Host']): s['State'] for s in services}
+    assert states.get(('cinder-volume', 'aio-cinder@xhv-nfs')) == 'up', states
+    assert states.get(('cinder-scheduler', 'aio-cinder')) == 'up', states
+
+    volume = cli('volume', 'show', 'xhv-demo-volume')
+    assert volume['status'] == 'available', volume
+    assert volume['type'] == 'xhv-nfs', volume
+    # XHV recorded the format it stored the image's guest data in.
+    assert volume['properties'].get('xhv_format') == 'raw', volume
+
+    base = cli('image', 'show', 'xhv-demo-boot')
+    image = cli('image', 'show', 'xhv-demo-from-volume')
+    assert image['status'] == 'active', image
+    assert image['disk_format'] == 'vmdk', image
+    props = image['properties']
+    assert props.get('vmware_disktype') == 'streamOptimized', props
+    assert props.get('vmware_adaptertype') == 'lsiLogic', props
+    # The bytes in Glance's file store: a streamOptimized vmdk (stock
+    # Cinder uploads monolithicSparse) holding the boot disk's guest data.
+    images = os.path.join(STATE, 'lib', 'glance', 'images')
+    path = os.path.join(images, image['id'])
+    info = qemu_img('info', '--output', 'json', path)
+    assert info.returncode == 0, info.stderr
+    info = json.loads(info.stdout)
+    assert info['format'] == 'vmdk', info
+    assert info['format-specific']['data']['create-type'] == \
+        'streamOptimized', info
+    assert info['virtual-size'] == 1024 ** 3, info
+    same = qemu_img('compare', '-f', 'vmdk', '-F', 'vmdk',
+                    os.path.join(images, base['id']), path)
+    assert same.returncode == 0, same.stdout + same.stderr
 
 
 def step_table(output):
@@ -87,7 +167,10 @@ def test_demo_end_to_end_then_down():
                                                        output, logs)
         for needed in ('image create', 'server create --nic none on aio-kvm',
                        'console log show (KVM): boot marker',
-                       'server create --nic none on aio-vmware'):
+                       'server create --nic none on aio-vmware',
+                       'volume service list', 'volume create --image',
+                       'image create --volume',
+                       'server create on aio-vmware from the volume-made'):
             assert any(t.startswith(needed) for t in rows), needed
         assert demo.returncode == 0, output + logs
         final = demo.stdout.split('Final state:', 1)[1]
@@ -107,9 +190,18 @@ def test_demo_end_to_end_then_down():
         assert hypervisors.returncode == 0, hypervisors.stderr
         kinds = sorted(hypervisors.stdout.splitlines())
         assert kinds == ['QEMU up', 'VMware vCenter Server up'], kinds
+        try:
+            check_block_storage()
+        except AssertionError as exc:
+            tails = aio('logs', 'cinder-api', 'cinder-scheduler',
+                        'cinder-volume', '-n', '25').stdout
+            raise AssertionError('%s\n%s' % (exc, tails)) from exc
         status = aio('status')
         assert status.returncode == 0, status.stdout
-        assert 'nova-compute-vmware' in status.stdout
+        for name in ('nova-compute-vmware', 'cinder-api', 'cinder-scheduler',
+                     'cinder-volume'):
+            assert name in status.stdout, status.stdout
+        assert our_mounts(), 'the xhv-nfs share is not bind-mounted'
     finally:
         down = aio('down', timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
@@ -117,3 +209,5 @@ def test_demo_end_to_end_then_down():
     assert 'nothing running' in after.stdout, after.stdout
     assert not [p for p in PORTS if port_busy(p)]
     assert domains() <= before, 'domains left: %s' % (domains() - before)
+    assert not our_mounts(), 'mounts left: %s' % our_mounts()
+    assert not our_processes(), 'processes left: %s' % our_processes()

@@ -5,6 +5,7 @@ code ships it between computes as JSON.  No Nova imports.
 """
 
 import dataclasses
+import os
 import typing
 
 
@@ -53,3 +54,53 @@ class DiskDescriptor:
             raise ValueError('unknown disk descriptor fields: %s'
                              % ', '.join(sorted(unknown)))
         return cls(**data)
+
+
+class DiskReader(object):
+    """Read access to one exported disk, by byte range.
+
+    The exchange endpoint serves exported disks through this, so a backend
+    can offer a disk where it lives (a datastore, a VDI) instead of copying
+    it to local storage first.  Subclasses set ``size`` (bytes) and
+    implement ``iter_range``.
+    """
+
+    size = None
+
+    def iter_range(self, start, end, chunk=1024 * 1024):
+        """Yield the bytes ``start``..``end`` (inclusive), in order.
+
+        Raises OSError (or a subclass) if the data cannot be read; a short
+        read is an error, never silently padded.
+        """
+        raise NotImplementedError()
+
+    def close(self):
+        """Release connections or handles; the reader is not used again."""
+
+
+class LocalFileReader(DiskReader):
+    """An exported disk that is a local file."""
+
+    def __init__(self, path):
+        if not os.path.isfile(path):
+            raise ValueError('cannot read %s: not a file' % path)
+        self.path = path
+        self.size = os.path.getsize(path)
+
+    def iter_range(self, start, end, chunk=1024 * 1024):
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            offset = start
+            while offset <= end:
+                data = os.pread(fd, min(chunk, end - offset + 1), offset)
+                if not data:
+                    raise OSError('%s ended at %d, before byte %d' % (
+                        self.path, offset, end))
+                yield data
+                offset += len(data)
+        finally:
+            os.close(fd)
+
+    def __repr__(self):
+        return 'LocalFileReader(%r)' % self.path

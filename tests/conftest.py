@@ -11,7 +11,16 @@ one process per group.  Mixing them is refused at collection, with the
 command to use, rather than left to hang.
 """
 
-import pytest
+import os
+
+if os.environ.get('OS_NOVA_DISABLE_EVENTLET_PATCHING', '').lower() in (
+        '1', 'true', 'yes'):
+    # Nova's threading mode (nova-compute's default in Nova 34) must be
+    # chosen before anything imports eventlet (futurist does, if it can).
+    from nova import monkey_patch
+    monkey_patch.patch()
+
+import pytest  # noqa: E402
 
 HARNESS_MODULE = 'tests.functional.nova_base'
 CINDER_DIRS = ('tests/unit/cinder', 'tests/functional/cinder')

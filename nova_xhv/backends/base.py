@@ -19,6 +19,8 @@ import abc
 
 from nova.virt import driver
 
+from nova_xhv import disk as xhv_disk
+
 
 class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
     """One hypervisor behind XHV.
@@ -40,10 +42,24 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
         """Describe the disks of a powered-off instance for a move.
 
         :returns: list of nova_xhv.disk.DiskDescriptor, boot disk first.
-            Paths are files the caller may read (never modify) until
-            ``release_exported_disks``; they may be the live disk files when
-            the hypervisor's storage is local, or copies/streams otherwise.
+            Each disk is readable through ``open_exported_disk`` (never
+            modified) until ``release_exported_disks``: a local ``path``
+            (the live disk file when storage is local, or a copy), or a
+            backend-specific ``url`` where the disk is stored.
         """
+
+    def open_exported_disk(self, disk):
+        """A nova_xhv.disk.DiskReader over one disk from ``export_disks``.
+
+        The exchange endpoint serves the disk through it.  Default: the
+        descriptor's local ``path``; backends that export disks where they
+        are stored (``url`` set, e.g. a datastore file) override this.
+        """
+        if disk.path is None:
+            raise ValueError('the %s backend exported %s without a local '
+                             'path and cannot open it' % (self.family,
+                                                          disk.url))
+        return xhv_disk.LocalFileReader(disk.path)
 
     def release_exported_disks(self, context, instance, disks):
         """Drop whatever ``export_disks`` made (copies, leases, tokens).

@@ -39,10 +39,9 @@ exchange_opts = [
                help='PEM private key of exchange_cert_file.'),
     cfg.StrOpt('exchange_ca_file',
                help='PEM CA bundle used to verify other computes\' exchange '
-                    'certificates on control requests. Empty: the system '
-                    'trust store. Disk data is read by qemu-img, which '
-                    'always uses the system trust store: install a private '
-                    'CA there (update-ca-certificates).'),
+                    'certificates, for control requests and for the disk '
+                    'data a destination pulls. Empty: the system trust '
+                    'store.'),
     cfg.BoolOpt('exchange_insecure', default=False,
                 help='Do not verify other computes\' exchange certificates. '
                      'Labs only: requests stay authenticated by the shared '
@@ -63,9 +62,12 @@ flow_opts = [
                     'On timeout the move is rolled back: the original is '
                     'powered on again and the destination removes what '
                     'it staged.'),
-    cfg.FloatOpt('migration_poll_interval', default=1.0, min=0.05,
-                 help='Seconds between two progress polls of a staging '
-                      'destination.'),
+    cfg.FloatOpt('migration_poll_interval', default=0.25, min=0.05,
+                 help='Seconds between two status polls of a staging '
+                      'destination (one small signed request each); the '
+                      'source notices the end of staging at most this late. '
+                      'Progress is logged and saved at most once a second '
+                      'whatever this is.'),
     cfg.StrOpt('migration_state_dir', default='$state_path/xhv-migration',
                help='Folder for disks being staged and for the small '
                     'journal of unfinished moves; leftovers of a crash '

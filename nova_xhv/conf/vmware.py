@@ -77,10 +77,12 @@ vmware_opts = [
                     'vmware_adaptertype nor hw_disk_bus. lsiLogic boots '
                     'nearly every guest without extra drivers.'),
     cfg.StrOpt('export_method', default='datastore',
-               choices=[('datastore', 'download the disk files through the '
-                                      'datastore HTTP API'),
-                        ('nfc', 'stream the disks through an ExportVm '
-                                'HttpNfcLease (streamOptimized vmdk)')],
+               choices=[('datastore', 'read the disk files in place through '
+                                      'the datastore HTTP API (Range '
+                                      'requests; no local copy)'),
+                        ('nfc', 'download the disks through an ExportVm '
+                                'HttpNfcLease (streamOptimized vmdk) into '
+                                'staging_dir first')],
                help='How disks of a powered-off instance are exported for '
                     'a cross-hypervisor move.'),
     cfg.StrOpt('staging_dir', default='$state_path/xhv-vmware',

@@ -1,17 +1,17 @@
 """Signed control requests to another compute's exchange endpoint.
 
-Plain ``http.client`` with an ``ssl`` context (verification on unless
-``[xhv] exchange_insecure``): it behaves the same on native threads and
-under eventlet, where urllib3 may hold an unpatched SSLContext.
+Plain ``http.client`` with the engine's SSL context (verification on
+unless ``[xhv] exchange_insecure``; see ``remote.ssl_context`` for why it
+behaves the same on native threads and under eventlet).
 """
 
 import http.client
-import ssl
 import urllib.parse
 
 from oslo_serialization import jsonutils
 
 from nova_xhv.migration import signing
+from nova_xhv.translate import remote
 
 
 class ExchangeError(Exception):
@@ -41,13 +41,9 @@ class ExchangeClient(object):
         if parts.scheme != 'https':
             raise ExchangeError(reason='exchange URL %s is neither http nor '
                                        'https' % parts.geturl())
-        context = ssl.create_default_context(cafile=self._ca_file)
-        if self._insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return http.client.HTTPSConnection(parts.hostname, parts.port,
-                                           timeout=self._timeout,
-                                           context=context)
+        return http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=self._timeout,
+            context=remote.ssl_context(self._ca_file, self._insecure))
 
     def call(self, base_url, method, path, data=None):
         body = jsonutils.dump_as_bytes(data) if data is not None else b''

@@ -21,7 +21,7 @@ it is built on the standard library, which eventlet patches).  It serves:
 import base64
 import hmac
 import http.server
-import os
+import itertools
 import re
 import secrets
 import socket
@@ -33,6 +33,7 @@ import urllib.parse
 from oslo_log import log as logging
 from oslo_serialization import jsonutils
 
+from nova_xhv import disk as xhv_disk
 from nova_xhv.migration import signing
 
 LOG = logging.getLogger(__name__)
@@ -60,50 +61,70 @@ class ControlError(Exception):
 
 
 class _Publication(object):
-    def __init__(self, path, token, expires):
-        self.path = path
+    def __init__(self, reader, token, expires):
+        self.reader = reader
         self.token = token
         self.expires = expires
 
 
 class DiskPublisher(object):
-    """Which exported files are readable, with which token."""
+    """Which exported disks are readable, with which token."""
 
     def __init__(self, ttl):
         self._ttl = ttl
         self._lock = threading.Lock()
         self._disks = {}
 
-    def publish(self, path, ttl=None):
-        """Open ``path`` for one move: returns (disk id, token)."""
-        if not os.path.isfile(path):
-            raise ExchangeConfigError(
-                reason='cannot publish %s: not a file' % path)
+    def publish(self, source, ttl=None):
+        """Open a disk for one move: returns (disk id, token).
+
+        :param source: a local file path or a nova_xhv.disk.DiskReader
+            (a backend's view of a disk where it is stored).  A reader is
+            closed when its publication is revoked.
+        """
+        if isinstance(source, str):
+            try:
+                source = xhv_disk.LocalFileReader(source)
+            except ValueError as error:
+                raise ExchangeConfigError(reason='cannot publish: %s' % error)
         disk_id = secrets.token_urlsafe(18)
         token = secrets.token_urlsafe(32)
         expires = time.monotonic() + (ttl or self._ttl)
         with self._lock:
-            self._disks[disk_id] = _Publication(path, token, expires)
+            self._disks[disk_id] = _Publication(source, token, expires)
         return disk_id, token
 
     def revoke(self, disk_id):
         with self._lock:
-            return self._disks.pop(disk_id, None) is not None
+            entry = self._disks.pop(disk_id, None)
+        if entry is not None:
+            _close_quietly(entry.reader)
+        return entry is not None
 
     def published(self):
         with self._lock:
-            return sorted(p.path for p in self._disks.values())
+            return sorted(repr(p.reader) for p in self._disks.values())
 
     def lookup(self, disk_id, token):
+        expired = None
         with self._lock:
             entry = self._disks.get(disk_id)
             if entry is not None and entry.expires < time.monotonic():
-                del self._disks[disk_id]
+                expired = self._disks.pop(disk_id)
                 entry = None
+        if expired is not None:
+            _close_quietly(expired.reader)
         if entry is None or not hmac.compare_digest(
                 entry.token.encode(), (token or '').encode()):
             return None
-        return entry.path
+        return entry.reader
+
+
+def _close_quietly(reader):
+    try:
+        reader.close()
+    except Exception:
+        LOG.debug('closing %r failed', reader, exc_info=True)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -134,7 +155,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- disks -------------------------------------------------------------
 
-    def _disk_path(self, disk_id):
+    def _disk_reader(self, disk_id):
         header = self.headers.get('Authorization', '')
         user = token = None
         if header.startswith('Basic '):
@@ -148,53 +169,67 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self.server.publisher.lookup(disk_id, token)
 
     def _serve_disk(self, disk_id):
-        path = self._disk_path(disk_id)
-        if path is None:
+        reader = self._disk_reader(disk_id)
+        if reader is None:
             return self._error(401, 'unknown disk or bad token', {
                 'WWW-Authenticate': 'Basic realm="xhv-exchange"'})
+        size = reader.size
+        start, end, status = 0, size - 1, 200
+        wanted = self.headers.get('Range')
+        if wanted:
+            match = _RANGE.match(wanted.strip())
+            if not match or match.groups() == ('', ''):
+                return self._error(416, 'one byte range, please')
+            first, last = match.groups()
+            if first == '':
+                start, end = max(size - int(last), 0), size - 1
+            else:
+                start = int(first)
+                end = min(int(last), size - 1) if last else size - 1
+            if start >= size or start > end:
+                return self._error(416, 'range outside the disk', {
+                    'Content-Range': 'bytes */%d' % size})
+            status = 206
+        length = end - start + 1 if size else 0
+        chunks = iter(())
+        if self.command != 'HEAD' and length:
+            # Open before answering: a source that cannot be read gets an
+            # error status instead of a truncated 200/206.
+            try:
+                chunks = reader.iter_range(start, end, CHUNK)
+                first_chunk = next(chunks)
+            except (OSError, StopIteration) as error:
+                LOG.warning('exchange: cannot read %r: %s', reader, error)
+                return self._error(502, 'the exported disk cannot be read')
+            chunks = itertools.chain((first_chunk,), chunks)
+        self.send_response(status)
+        self.send_header('Content-Type', 'application/octet-stream')
+        self.send_header('Accept-Ranges', 'bytes')
+        self.send_header('Content-Length', str(length))
+        if status == 206:
+            self.send_header('Content-Range',
+                             'bytes %d-%d/%d' % (start, end, size))
+        self.end_headers()
+        if self.command == 'HEAD':
+            return
+        self.server.count_bytes(length)
+        sent = 0
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as error:
-            return self._error(404, 'disk file is gone: %s' % error.strerror)
-        try:
-            size = os.fstat(fd).st_size
-            start, end, status = 0, size - 1, 200
-            wanted = self.headers.get('Range')
-            if wanted:
-                match = _RANGE.match(wanted.strip())
-                if not match or match.groups() == ('', ''):
-                    return self._error(416, 'one byte range, please')
-                first, last = match.groups()
-                if first == '':
-                    start, end = max(size - int(last), 0), size - 1
-                else:
-                    start = int(first)
-                    end = min(int(last), size - 1) if last else size - 1
-                if start >= size or start > end:
-                    return self._error(416, 'range outside the disk', {
-                        'Content-Range': 'bytes */%d' % size})
-                status = 206
-            length = end - start + 1 if size else 0
-            self.send_response(status)
-            self.send_header('Content-Type', 'application/octet-stream')
-            self.send_header('Accept-Ranges', 'bytes')
-            self.send_header('Content-Length', str(length))
-            if status == 206:
-                self.send_header('Content-Range',
-                                 'bytes %d-%d/%d' % (start, end, size))
-            self.end_headers()
-            if self.command == 'HEAD':
-                return
-            self.server.count_bytes(length)
-            offset = start
-            while offset <= end:
-                data = os.pread(fd, min(CHUNK, end - offset + 1), offset)
-                if not data:
-                    break
+            for data in chunks:
                 self.wfile.write(data)
-                offset += len(data)
-        finally:
-            os.close(fd)
+                sent += len(data)
+        except (BrokenPipeError, ConnectionResetError):
+            # Readers may hang up mid-range (qemu's readahead, a stream
+            # repositioned by the destination): normal.
+            LOG.debug('exchange: client left after %d of %d bytes', sent,
+                      length)
+        except OSError as error:
+            LOG.warning('exchange: reading %r stopped after %d of %d bytes: '
+                        '%s', reader, sent, length, error)
+        if sent != length:
+            # The client must not take a short body for the whole range.
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     # -- control -----------------------------------------------------------
 

@@ -60,6 +60,10 @@ def source_record_key(migration_uuid):
     return migration_uuid + '.source'
 
 
+# Seconds between two progress reports (log line, server progress field).
+PROGRESS_EVERY = 1.0
+
+
 def family_of_hv_type(hv_type):
     if not hv_type:
         return None
@@ -225,11 +229,8 @@ class SourceMove(object):
     def _stage_request(self, key, instance, exported, published):
         disks = []
         for disk in exported:
-            if not disk.path:
-                raise MoveFailed(
-                    reason='the %s backend exported a disk without a local '
-                           'file' % self.backend.family)
-            disk_id, token = self.server.publisher.publish(disk.path)
+            reader = self.backend.open_exported_disk(disk)
+            disk_id, token = self.server.publisher.publish(reader)
             published.append(disk_id)
             offer = xhv_disk.DiskDescriptor(
                 format=disk.format, subformat=disk.subformat,
@@ -249,6 +250,7 @@ class SourceMove(object):
         report = self.client.stage_start(dest.url, request)
         deadline = time.monotonic() + self.timeout
         last = None
+        last_shown = 0.0
         while report['state'] == 'running':
             if self.stopping.is_set():
                 raise MoveFailed(reason='this compute service is stopping')
@@ -258,12 +260,16 @@ class SourceMove(object):
                            'within %d s ([xhv] migration_stage_timeout)'
                            % (dest.host, self.timeout))
             progress = (report['stage'], report['percent'])
-            if progress != last:
+            # At most once a second: each report is a log line and an
+            # instance save, however short the poll interval.
+            if progress != last and \
+                    time.monotonic() - last_shown >= PROGRESS_EVERY:
                 LOG.info('Moving instance %s: %s, %d%%, %d bytes read',
                          instance.uuid, report['stage'], report['percent'],
                          report['bytes'], instance=instance)
                 report_progress(instance, report['percent'])
                 last = progress
+                last_shown = time.monotonic()
             time.sleep(self.poll_interval)
             report = self.client.stage_status(dest.url, key)
         if report['state'] != 'done':

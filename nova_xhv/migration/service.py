@@ -78,7 +78,8 @@ class MoveService(object):
         c = self._conf
         self.stager = move_stager.Stager(
             self.backend, state_dir, self._convert_options,
-            {'insecure': c['exchange_insecure']},
+            {'ca_file': c['exchange_ca_file'],
+             'insecure': c['exchange_insecure']},
             accepted_families=c['accepted_source_families'],
             disk_bus_default=c['cross_family_disk_bus'],
             nic_model_default=c['cross_family_nic_model'],

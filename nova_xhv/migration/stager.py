@@ -225,12 +225,20 @@ class Stager(object):
                     95 * (_before + _size.virtual_size * percent / 100.0)
                     / total))
 
-            result = translate.convert(
-                source, target, to_format=self.backend.native_format,
-                from_format=disk.format,
-                subformat=self.backend.native_subformat,
-                options=self._convert_options, progress=progress,
-                cancel_event=job.cancel)
+            try:
+                result = translate.convert(
+                    source, target, to_format=self.backend.native_format,
+                    from_format=disk.format,
+                    subformat=self.backend.native_subformat,
+                    options=self._convert_options, progress=progress,
+                    cancel_event=job.cancel)
+            except translate.TLSVerificationFailed as error:
+                raise translate.TLSVerificationFailed(
+                    '%s. This compute verifies the source against [xhv] '
+                    'exchange_ca_file (%s): set it to the CA that signed '
+                    'the other computes\' exchange certificates' % (
+                        error, self._remote_options.get('ca_file')
+                        or 'unset: the system trust store'))
             done_before += disk.virtual_size
             with job.lock:
                 job.bytes += result.bytes_read or 0

@@ -35,6 +35,7 @@ from nova_xhv.translate.engine import ConvertResult  # noqa: F401
 from nova_xhv.translate.exceptions import ConversionFailed  # noqa: F401
 from nova_xhv.translate.exceptions import ConversionTimeout  # noqa: F401
 from nova_xhv.translate.exceptions import FormatMismatch  # noqa: F401
+from nova_xhv.translate.exceptions import TLSVerificationFailed  # noqa: F401
 from nova_xhv.translate.exceptions import TranslationError  # noqa: F401
 from nova_xhv.translate.exceptions import UnsafeImage  # noqa: F401
 from nova_xhv.translate.exceptions import UnsupportedFormat  # noqa: F401

@@ -21,8 +21,8 @@ from oslo_log import log as logging
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import formats
 from nova_xhv.translate import inspect
+from nova_xhv.translate import nbd_bridge
 from nova_xhv.translate import qemu_img
-from nova_xhv.translate import relay
 from nova_xhv.translate import remote
 
 LOG = logging.getLogger(__name__)
@@ -90,35 +90,38 @@ class _Source(object):
         self._stack = None
         self.filename = info.data_path
         self.objects = []
+        self._bridge = None
 
     def __enter__(self):
         source = self.info.remote
         if source is None:
             return self
+        # qemu-img reads remote sources from a local read-ahead NBD bridge
+        # (TLS, CA and credentials stay in this process): see nbd_bridge.
         self._stack = contextlib.ExitStack()
         try:
-            if source.ca_file and source.scheme == 'https':
-                source = self._stack.enter_context(relay.Relay(source))
-            self.objects, secret_id = self._stack.enter_context(
-                remote.qemu_objects(source, self._scratch_dir))
+            self._bridge = self._stack.enter_context(nbd_bridge.NBDBridge(
+                source, self.info.actual_size, self._scratch_dir))
         except BaseException:
             self._stack.close()
             raise
-        self.filename = remote.qemu_filename(source, self.info.qemu_format,
-                                             secret_id)
+        self.filename = self._bridge.filename(self.info.qemu_format)
         return self
+
+    def explain(self, error):
+        """``error`` (from qemu-img), with why the remote source failed."""
+        problem = self._bridge.source_error() if self._bridge else None
+        if not problem or not isinstance(error,
+                                         exceptions.ConversionFailed):
+            return error
+        return exceptions.ConversionFailed(
+            '%s; reading the source failed: %s' % (error, problem),
+            error.returncode, error.stderr)
 
     def __exit__(self, *exc):
         if self._stack is not None:
             return self._stack.__exit__(*exc)
         return False
-
-
-def _coroutines(src_info, options):
-    # qemu 7.2's curl driver can stall for good with parallel requests
-    # (seen here about once in 15 vhdx conversions with -m 8, never in 60
-    # with -m 1): read remote sources with one coroutine.
-    return 1 if src_info.remote is not None else options.coroutines
 
 
 def _inspect_source(src, from_format, options):
@@ -218,16 +221,22 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                 create_options=formats.create_options(to_format,
                                                       dst_subformat),
                 sparse_size=options.sparse_size,
-                coroutines=_coroutines(src_info, options),
+                coroutines=options.coroutines,
                 out_of_order=options.out_of_order,
                 rate_limit=options.rate_limit, objects=source.objects)
             LOG.info('Converting %s (%s %s, %d bytes) to %s %s',
                      src_info.path, src_info.format,
                      src_info.subformat or '', virtual_size, to_format,
                      dst_subformat or '')
-            run = qemu_img.run_convert(argv, limits, timeout,
-                                       progress=progress,
-                                       cancel_event=cancel_event)
+            try:
+                run = qemu_img.run_convert(argv, limits, timeout,
+                                           progress=progress,
+                                           cancel_event=cancel_event)
+            except exceptions.ConversionFailed as error:
+                explained = source.explain(error)
+                if explained is error:
+                    raise
+                raise explained from error
             out_size = _output_virtual_size(tmp_out, to_format, options)
             if out_size != virtual_size:
                 raise exceptions.ConversionFailed(

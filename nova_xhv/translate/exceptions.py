@@ -36,6 +36,10 @@ class FormatMismatch(UnsafeImage):
                 detected, claimed)])
 
 
+class TLSVerificationFailed(TranslationError):
+    """A remote source's certificate did not verify; nothing was read."""
+
+
 class UnsupportedFormat(TranslationError):
     """A format or subformat the engine does not read or write."""
 

@@ -1,4 +1,4 @@
-"""Sources read over HTTP(S): inspected first, then streamed by qemu-img.
+"""Sources read over HTTP(S): inspected first, then streamed to qemu-img.
 
 What is checked for a remote source, before qemu-img opens it:
 
@@ -23,23 +23,21 @@ reads them.  Use remote sources only from endpoints you trust to be
 consistent (XHV's own authenticated migration exchange), or add
 ``verify`` to compare the result against the source afterwards.
 
-Credentials never appear in argv or URLs: qemu's curl driver gets the
-password through ``--object secret,file=...`` (a 0600 file in a private
-temporary folder, removed afterwards).  An https source with ``ca_file``
-goes through a loopback relay (``relay.py``), since qemu's curl driver
-cannot take a CA file.
+qemu-img then reads the source through a local read-ahead NBD bridge
+(``nbd_bridge.py``): the URL, credentials and CA stay in XHV's processes,
+never in qemu-img's argv, and TLS is verified here, by ``ssl_context``.
 """
 
-import contextlib
 import dataclasses
-import json
 import os
 import shutil
+import ssl
 import tempfile
 import typing
 import urllib.parse
 
 import requests
+from requests import adapters
 
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import formats
@@ -51,7 +49,6 @@ HEAD_BYTES = 4 * 1024 * 1024
 TAIL_BYTES = 1024 * 1024
 VHDX_METADATA_BYTES = 1024 * 1024
 HTTP_TIMEOUT = 60
-_SECRET_ID = 'xhvsecret0'
 
 
 class _Session(requests.Session):
@@ -64,6 +61,43 @@ class _Session(requests.Session):
     def request(self, *args, **kwargs):
         kwargs.setdefault('verify', self.verify)
         return super().request(*args, **kwargs)
+
+
+def ssl_context(ca_file=None, insecure=False):
+    """A client SSL context that also works under eventlet.
+
+    ``ssl.create_default_context`` is looked up when called, so once
+    eventlet has monkey-patched ``ssl`` this is its green version.
+    urllib3's own contexts come from the ``SSLContext`` class it bound at
+    import: when urllib3 was imported before the patching (Nova's
+    functional harness, a library importing requests early), setting
+    ``minimum_version`` on one recurses until RecursionError
+    (eventlet/eventlet#371), and its sockets would block every green
+    thread.  Handing urllib3 our own context is requests' documented
+    hook, needs no eventlet import and runs the same code on threads;
+    verification stays as ``ca_file``/``insecure`` say.
+    """
+    context = ssl.create_default_context(cafile=ca_file)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _TLSAdapter(adapters.HTTPAdapter):
+    """Hands urllib3 a context from ``ssl_context`` for every https pool."""
+
+    def __init__(self, context):
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs['ssl_context'] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        proxy_kwargs.setdefault('ssl_context', self._context)
+        return super().proxy_manager_for(proxy, **proxy_kwargs)
 
 
 @dataclasses.dataclass
@@ -98,12 +132,14 @@ class RemoteSource:
         if self.username is not None:
             session.auth = (self.username, self.password or '')
         session.verify = False if self.insecure else (self.ca_file or True)
+        session.mount('https://', _TLSAdapter(
+            ssl_context(self.ca_file, self.insecure)))
         return session
 
 
 def _unreachable(url, exc):
     if isinstance(exc, requests.exceptions.SSLError):
-        return exceptions.TranslationError(
+        return exceptions.TLSVerificationFailed(
             'TLS verification of %s failed (%s); pass the CA that signed '
             'it as ca_file' % (url, exc))
     return exceptions.TranslationError('cannot read %s: %s' % (url, exc))
@@ -216,35 +252,3 @@ def inspect_remote(source, claimed_format=None, max_virtual_size=None,
     if raise_on_unsafe:
         findings.raise_for(source.url)
     return info
-
-
-def qemu_filename(source, qemu_format, secret_id=None):
-    """A ``json:`` filename for qemu's curl driver (no password in it)."""
-    file_opts = {'driver': source.scheme, 'url': source.url,
-                 'timeout': HTTP_TIMEOUT}
-    if source.scheme == 'https':
-        file_opts['sslverify'] = not source.insecure
-    if source.username is not None:
-        file_opts['username'] = source.username
-    if secret_id:
-        file_opts['password-secret'] = secret_id
-    return 'json:' + json.dumps({'driver': qemu_format, 'file': file_opts},
-                                sort_keys=True)
-
-
-@contextlib.contextmanager
-def qemu_objects(source, scratch_dir=None):
-    """Yield (argv objects, secret id) for ``source``; clean up after."""
-    if source.password is None:
-        yield [], None
-        return
-    folder = tempfile.mkdtemp(prefix='xhv-secret-', dir=scratch_dir)
-    try:
-        path = os.path.join(folder, 'password')
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, 'wb') as f:
-            f.write(source.password.encode('utf-8'))
-        yield (['--object', 'secret,id=%s,file=%s,format=raw' % (
-            _SECRET_ID, path)], _SECRET_ID)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)

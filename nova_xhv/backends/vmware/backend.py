@@ -382,32 +382,46 @@ class VMwareBackend(base.Backend):
                 instance_uuid=instance.uuid, attr='power_state',
                 state='not poweredOff', method='export_disks')
         devices = vmops.disks(self._session, vm, instance)
-        workdir = self._staging_dir('export-%s-' % instance.uuid)
-        try:
-            if self._conf['export_method'] == 'nfc':
+        if self._conf['export_method'] == 'nfc':
+            workdir = self._staging_dir('export-%s-' % instance.uuid)
+            try:
                 paths = nfc.export_vm(self._session, vm, instance, workdir,
                                       self._conf['transfer_timeout'])
                 found = [disk_storage.inspect_local(p) for p in paths]
-                stored = [(p, fmt, sub, size)
-                          for p, (fmt, sub, size) in zip(paths, found)]
-            else:
-                stored = []
-                for n, (device, _) in enumerate(devices):
-                    disk = disk_storage.inspect(self._files,
-                                                device.backing.fileName)
-                    path, fmt, sub = disk_storage.download(
-                        self._files, disk, workdir, 'disk-%d' % n)
-                    stored.append((path, fmt, sub, disk.virtual_size))
-        except Exception:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
+            except Exception:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+            located = [({'path': p}, fmt, sub, size)
+                       for p, (fmt, sub, size) in zip(paths, found)]
+        else:
+            # Read in place on the datastore (Range requests through the
+            # exchange endpoint): no local copy of a powered-off disk.
+            located = []
+            for device, _ in devices:
+                stored = disk_storage.inspect(self._files,
+                                              device.backing.fileName)
+                ds_name, path, fmt, sub = disk_storage.data_file(
+                    self._files, stored)
+                where = {'url': self._files.url(ds_name, path)}
+                located.append((where, fmt, sub, stored.virtual_size))
         return [DiskDescriptor(
-            format=fmt, subformat=sub, virtual_size=size, path=path,
+            format=fmt, subformat=sub, virtual_size=size,
             bus=vmops.controller_name(ctrl), boot_index=n if n == 0 else None,
             device_name=device.deviceInfo.label if device.deviceInfo
-            else None, handle=device.backing.fileName)
-            for n, ((path, fmt, sub, size), (device, ctrl))
-            in enumerate(zip(stored, devices))]
+            else None, handle=device.backing.fileName, **where)
+            for n, ((where, fmt, sub, size), (device, ctrl))
+            in enumerate(zip(located, devices))]
+
+    def open_exported_disk(self, disk):
+        if disk.path is not None:
+            return super().open_exported_disk(disk)
+        ds_name, path = self._files.locate(disk.url)
+        size = self._files.size(ds_name, path)
+        if size is None:
+            raise errors.VSphereDiskError(
+                path='[%s] %s' % (ds_name, path),
+                detail='the exported disk is gone from the datastore')
+        return self._files.reader(ds_name, path, size)
 
     def release_exported_disks(self, context, instance, disks):
         root = os.path.realpath(self._staging_root)

@@ -100,25 +100,35 @@ def inspect(files, ds_path):
                                                  extent.filename))
 
 
+def data_file(files, stored):
+    """Where a stored disk's data is, read as one file.
+
+    :returns: (datastore name, path, canonical format, subformat): the
+        flat extent as raw for descriptor+flat disks, else the vmdk itself.
+    """
+    if stored.kind == 'flat':
+        ds_name, path = datastore.split_path(stored.extent_path)
+        size = files.size(ds_name, path)
+        if size != stored.virtual_size:
+            raise errors.VSphereDiskError(
+                path=stored.extent_path,
+                detail='extent holds %s bytes, descriptor says %d'
+                       % (size, stored.virtual_size))
+        return ds_name, path, 'raw', None
+    ds_name, path = datastore.split_path(stored.ds_path)
+    return ds_name, path, 'vmdk', stored.kind
+
+
 def download(files, stored, directory, basename):
     """Copy a stored disk into ``directory``.
 
     :returns: (local path, canonical format, subformat)
     """
-    if stored.kind == 'flat':
-        ds_name, path = datastore.split_path(stored.extent_path)
-        local = os.path.join(directory, basename + '.raw')
-        size = files.download(ds_name, path, local)
-        if size != stored.virtual_size:
-            raise errors.VSphereDiskError(
-                path=stored.extent_path,
-                detail='extent holds %d bytes, descriptor says %d'
-                       % (size, stored.virtual_size))
-        return local, 'raw', None
-    ds_name, path = datastore.split_path(stored.ds_path)
-    local = os.path.join(directory, basename + '.vmdk')
+    ds_name, path, fmt, sub = data_file(files, stored)
+    local = os.path.join(directory, basename + ('.raw' if fmt == 'raw'
+                                                else '.vmdk'))
     files.download(ds_name, path, local)
-    return local, 'vmdk', stored.kind
+    return local, fmt, sub
 
 
 def inspect_local(path):

@@ -30,6 +30,9 @@ class Response:
     def read(self):
         return self._resp.read()
 
+    def header(self, name):
+        return self._resp.getheader(name)
+
     def close(self):
         self._resp.close()
         self._conn.close()

@@ -21,6 +21,7 @@ import urllib3
 
 from nova_xhv import translate
 from tests.fixtures import disks
+from tests.fixtures import vcsim as vcsim_fixture
 from tests.functional import nova_base
 from tests.functional.vmware import test_nova as vmware_nova
 
@@ -51,6 +52,9 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
     """vcsim + libvirtd computes behind XHV."""
 
     xhv_backend = None
+    # The exchange over HTTPS with a private CA, as operators run it; a
+    # test case sets False to exercise plain HTTP (isolated networks).
+    exchange_tls = True
 
     def set_up_backend(self):
         # The harness's wsgi-intercept replaces urllib3's HTTPS connection
@@ -63,17 +67,24 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
         vmware_nova.VMwareFunctionalTestCase.set_up_backend(self)
         self.state_dir = tempfile.mkdtemp(prefix='xhv-moves-',
                                           dir=self.workdir)
-        for name, value in dict(
-                exchange_secret=SECRET, exchange_bind_host='127.0.0.1',
-                exchange_port=0, exchange_advertise_host='127.0.0.1',
-                # Plain HTTP here: under eventlet (nova's functional
-                # default) urllib3, which the translation engine's remote
-                # reader uses, recurses in the patched SSLContext.  TLS
-                # is proven by tests/unit/migration/test_exchange.py.
-                exchange_use_tls=False,
-                migration_state_dir=self.state_dir,
-                migration_poll_interval=0.1,
-                migration_stage_timeout=120).items():
+        options = dict(
+            exchange_secret=SECRET, exchange_bind_host='127.0.0.1',
+            exchange_port=0, exchange_advertise_host='127.0.0.1',
+            exchange_use_tls=self.exchange_tls,
+            migration_state_dir=self.state_dir,
+            migration_poll_interval=0.1,
+            migration_stage_timeout=120)
+        if self.exchange_tls:
+            # What an operator gets by default: HTTPS, peers verified
+            # against a private CA (not in the system trust store), under
+            # eventlet as Nova's functional harness runs.
+            tls_dir = tempfile.mkdtemp(prefix='xhv-exchange-tls-',
+                                       dir=self.workdir)
+            self.exchange_ca, cert, key = \
+                vcsim_fixture.make_ca_and_server_cert(tls_dir)
+            options.update(exchange_cert_file=cert, exchange_key_file=key,
+                           exchange_ca_file=self.exchange_ca)
+        for name, value in options.items():
             self.flags(group='xhv', **{name: value})
 
     def start_vmware(self, host=VMW):
@@ -135,6 +146,9 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
         ctxt = copy.copy(self.ctxt)
         nova_context.set_target_cell(ctxt, self.cell_mappings['cell1'])
         return ctxt
+
+    def exchange_url(self, host):
+        return self.computes[host].manager.driver.moves.server.url
 
     def kvm_disk(self, server):
         return os.path.join(self.instance_dir(server), 'disk')

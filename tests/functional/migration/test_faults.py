@@ -8,16 +8,20 @@ the migration is in error, and the destination kept nothing.
 """
 
 import os
+import tempfile
 import threading
 
 import greenlet
 from nova import exception
+from nova import objects
 
 from nova_xhv.migration import exchange
 from nova_xhv import translate
 from nova_xhv.translate import exceptions as translate_exceptions
 from nova_xhv.translate import qemu_img
+from nova_xhv.translate import remote
 from tests.fixtures import disks
+from tests.fixtures import vcsim as vcsim_fixture
 from tests.functional.migration import base
 from tests.functional import nova_base
 
@@ -78,19 +82,27 @@ class FaultTestCase(base.CrossHypervisorTestCase):
 
     def test_fault_in_transfer(self):
         server, checksum = self.boot_vmware_server()
+        inspected = threading.Event()
         refused = []
+        real_inspect = remote.inspect_remote
         real_serve = exchange._Handler._serve_disk
 
+        def inspect_then_cut(*args, **kwargs):
+            info = real_inspect(*args, **kwargs)
+            inspected.set()
+            return info
+
         def flaky_serve(handler, disk_id):
-            agent = handler.headers.get('User-Agent') or ''
-            if not agent.startswith('python-requests'):
-                # The header reads of the safety inspection (requests) get
-                # through; then the link dies under qemu-img's reads.
-                refused.append(agent)
+            if inspected.is_set():
+                # The header reads of the safety inspection got through;
+                # then the link dies under the conversion's reads.
+                refused.append(handler.headers.get('Range'))
                 handler.close_connection = True
                 return handler._error(503, 'link down (injected)')
             return real_serve(handler, disk_id)
 
+        self.stub_out('nova_xhv.translate.remote.inspect_remote',
+                      inspect_then_cut)
         self.stub_out('nova_xhv.migration.exchange._Handler._serve_disk',
                       flaky_serve)
         server = self.migrate_expecting_rollback(server, base.KVM)
@@ -176,6 +188,25 @@ class FaultTestCase(base.CrossHypervisorTestCase):
         self.assertEqual(checksum, disks.sha256_file(self.kvm_disk(server)))
         self.assertIsNone(self.vm_of(server))
         self.assertEqual([], self.staged_leftovers(base.VMW))
+
+    def test_destination_with_the_wrong_ca_refuses_to_pull(self):
+        server, checksum = self.boot_vmware_server()
+        # KVM verifies its peers against another CA than the one that
+        # signed vSphere's exchange certificate.
+        other_ca = vcsim_fixture.make_ca_and_server_cert(
+            tempfile.mkdtemp(prefix='other-ca-', dir=self.workdir))[0]
+        self.flags(exchange_ca_file=other_ca, group='xhv')
+        self.restart_compute(base.KVM, backend='libvirt')
+        server = self.migrate_expecting_rollback(server, base.KVM)
+        self.assert_back_on_vmware(server, checksum)
+        # Refused at the TLS handshake: not one byte of the disk left.
+        self.assertEqual(
+            0, self.driver(base.VMW).moves.server.bytes_served)
+        faults = objects.InstanceFaultList.get_by_instance_uuids(
+            self.cell_context(), [server['id']])
+        details = '\n'.join(f.details or '' for f in faults)
+        self.assertIn('CERTIFICATE_VERIFY_FAILED', details)
+        self.assertIn('[xhv] exchange_ca_file (%s)' % other_ca, details)
 
     def test_flavor_with_ephemeral_disk_rolls_back_before_finish(self):
         image_id, _raw = self.make_vmware_image()

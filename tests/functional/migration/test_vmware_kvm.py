@@ -3,6 +3,7 @@
 import os
 
 from nova_xhv import translate
+from nova_xhv.translate import remote
 from tests.fixtures import disks
 from tests.functional.migration import base
 from tests.functional import nova_base
@@ -13,6 +14,11 @@ class TestVMwareToKVM(base.CrossHypervisorTestCase):
     def test_migrate_confirm_boots_on_kvm_with_safe_hardware(self):
         self.start_vmware()
         self.start_kvm()
+        # The operator's default: HTTPS, verified against [xhv]
+        # exchange_ca_file, under eventlet (the harness patches it).
+        self.assertTrue(self.exchange_url(base.VMW).startswith('https://'))
+        self.assertEqual('GreenSSLContext',
+                         type(remote.ssl_context()).__name__)
         image_id, raw = self.make_vmware_image()
         server = self.boot_on(base.VMW, image_id)
         vm_folder = self.vm_folder(server)
@@ -131,3 +137,26 @@ class TestKVMToVMware(base.CrossHypervisorTestCase):
         self.assertIsNone(self.vm_of(server))
         self.assertEqual([('vda', 'virtio')], self.kvm_disk_bus(server))
         self.assertEqual([], self.staged_leftovers(base.VMW))
+
+
+class TestPlainHTTPExchange(base.CrossHypervisorTestCase):
+    """The one move over plain HTTP (``[xhv] exchange_use_tls = False``).
+
+    Still supported for isolated migration networks; every other test here
+    runs the exchange over HTTPS.
+    """
+
+    exchange_tls = False
+
+    def test_migrate_over_plain_http(self):
+        self.start_vmware()
+        self.start_kvm()
+        self.assertTrue(self.exchange_url(base.VMW).startswith('http://'))
+        image_id, raw = self.make_vmware_image()
+        server = self.boot_on(base.VMW, image_id)
+        server = self._migrate_server(server, host=base.KVM)
+        self.assertEqual(base.KVM, server['OS-EXT-SRV-ATTR:host'])
+        self.assertTrue(base.same_guest_data(self.kvm_disk(server), 'qcow2',
+                                             raw, 'raw'))
+        self._confirm_resize(server)
+        self.assertEqual([], self.staged_leftovers(base.KVM))

@@ -4,6 +4,7 @@ Every test talks to a real vcsim process over TLS verified against the
 fixture's CA; nothing is mocked.
 """
 
+import glob
 import http.client
 import os
 import socket
@@ -45,6 +46,19 @@ def _stage_and_spawn(backend, instance, guest_disk, power_on=True):
 
 
 # -- session, TLS and start-up errors -------------------------------------
+
+def _read_export(backend, disk, folder, name='export'):
+    """Copy an exported disk through the reader the exchange serves."""
+    local = os.path.join(str(folder), name)
+    reader = backend.open_exported_disk(disk)
+    try:
+        with open(local, 'wb') as f:
+            for chunk in reader.iter_range(0, reader.size - 1, 65536):
+                f.write(chunk)
+    finally:
+        reader.close()
+    return local
+
 
 def test_tls_is_verified_against_the_fixture_ca(vcsim):
     session = vsession.VSphereSession(
@@ -247,22 +261,42 @@ def test_stage_spawn_power_export_destroy(make_backend, admin_si, vcsim,
     assert backend.get_info(instance).state == power_state.RUNNING
     backend.power_off(instance)
 
-    # Export through the datastore API: the uploaded guest data comes back.
+    # Export through the datastore API, read in place (no local copy): the
+    # uploaded guest data comes back, whole and by range.
     exported = backend.export_disks(None, instance)
     assert [(d.format, d.subformat, d.bus, d.boot_index)
             for d in exported] == [('vmdk', 'streamOptimized', 'lsiLogic', 0)]
     assert exported[0].virtual_size == guest_disk['size']
-    assert translate.compare(exported[0].path, 'vmdk', guest_disk['raw'],
-                             'raw')
+    assert exported[0].path is None and exported[0].url.startswith('https')
+    assert not glob.glob(os.path.join(backend._staging_root, 'export-*'))
+    local = _read_export(backend, exported[0], tmp_path)
+    assert translate.compare(local, 'vmdk', guest_disk['raw'], 'raw')
+    stored = os.path.join(vcsim.datastore_dir(), instance.uuid,
+                          os.path.basename(exported[0].handle.split()[-1]))
+    assert disks.sha256_file(local) == disks.sha256_file(stored)
+    reader = backend.open_exported_disk(exported[0])
+    try:
+        # Several ranges over the same keep-alive connections.
+        last = reader.size - 1
+        for start, end in ((0, 511), (4096, 70000), (last - 2, last)):
+            with open(stored, 'rb') as f:
+                f.seek(start)
+                assert b''.join(reader.iter_range(start, end, 1000)) == \
+                    f.read(end - start + 1)
+        with pytest.raises(OSError):
+            list(reader.iter_range(0, reader.size + 10))
+    finally:
+        reader.close()
     backend.release_exported_disks(None, instance, exported)
-    assert not os.path.exists(exported[0].path)
 
     # And through an ExportVm lease (patch 0003; NFC GET is patch 0002).
     nfc_backend = make_backend(export_method='nfc')
     streamed = nfc_backend.export_disks(None, instance)
+    assert streamed[0].path and os.path.isfile(streamed[0].path)
     assert translate.compare(streamed[0].path, 'vmdk', guest_disk['raw'],
                              'raw')
     nfc_backend.release_exported_disks(None, instance, streamed)
+    assert not os.path.exists(streamed[0].path)
 
     vm_dir = os.path.join(vcsim.datastore_dir(), instance.uuid)
     assert os.listdir(vm_dir)
@@ -360,8 +394,8 @@ def test_export_descriptor_and_flat_pair_as_esxi_writes_it(
     disk = exported[0]
     assert (disk.format, disk.subformat) == ('raw', None)
     assert disk.virtual_size == guest_disk['size']
-    assert disks.sha256_file(disk.path) == disks.sha256_file(
-        guest_disk['raw'])
+    assert disks.sha256_file(_read_export(backend, disk, tmp_path)) == \
+        disks.sha256_file(guest_disk['raw'])
     assert disk.handle == ds_path
     backend.release_exported_disks(None, instance, exported)
 
@@ -427,8 +461,9 @@ def test_two_disks_keep_their_order_through_import_and_export(
     assert [(d.boot_index, d.bus, d.virtual_size) for d in exported] == [
         (0, 'paraVirtual', guest_disk['size']),
         (None, 'paraVirtual', 6 * disks.MiB)]
-    assert translate.compare(exported[0].path, 'vmdk', guest_disk['raw'],
-                             'raw')
-    assert translate.compare(exported[1].path, 'vmdk', data_raw, 'raw')
+    assert translate.compare(_read_export(backend, exported[0], tmp_path),
+                             'vmdk', guest_disk['raw'], 'raw')
+    assert translate.compare(_read_export(backend, exported[1], tmp_path,
+                                          'data'), 'vmdk', data_raw, 'raw')
     backend.release_exported_disks(None, instance, exported)
     backend.destroy(None, instance, [])

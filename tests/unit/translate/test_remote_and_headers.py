@@ -1,12 +1,11 @@
 import json
-import os
 import struct
 
 import pytest
 
 from nova_xhv import translate
 from nova_xhv.translate import headers
-from nova_xhv.translate import remote
+from nova_xhv.translate import nbd_bridge
 
 
 def _footer(disk_type, size, good_checksum=True):
@@ -41,32 +40,14 @@ def test_remote_source_refuses_other_schemes():
             translate.RemoteSource(url, 'raw')
 
 
-def test_password_not_in_repr_or_filename():
+def test_password_not_in_repr_or_bridge_filename():
     source = translate.RemoteSource('https://h/d.qcow2', 'qcow2',
                                     username='u', password='hunter2')
     assert 'hunter2' not in repr(source)
-    name = remote.qemu_filename(source, 'qcow2', 'sec0')
-    assert 'hunter2' not in name
+    bridge = nbd_bridge.NBDBridge(source, 1024)
+    bridge._folder = '/run/xhv-nbd-test'
+    name = bridge.filename('qcow2')
     opts = json.loads(name[len('json:'):])
-    assert opts['driver'] == 'qcow2'
-    assert opts['file'] == {'driver': 'https', 'url': 'https://h/d.qcow2',
-                            'sslverify': True, 'username': 'u',
-                            'password-secret': 'sec0', 'timeout': 60}
-    insecure = translate.RemoteSource('https://h/d', 'raw', insecure=True)
-    assert '"sslverify": false' in remote.qemu_filename(insecure, 'raw')
-
-
-def test_secret_file_private_and_removed(tmp_path):
-    source = translate.RemoteSource('http://h/d', 'raw', username='u',
-                                    password='s3cret')
-    with remote.qemu_objects(source, str(tmp_path)) as (objects, secret):
-        assert objects[0] == '--object'
-        path = objects[1].split('file=')[1].split(',')[0]
-        assert os.stat(path).st_mode & 0o777 == 0o600
-        with open(path) as f:
-            assert f.read() == 's3cret'
-        assert secret in objects[1]
-    assert os.listdir(str(tmp_path)) == []
-    no_password = translate.RemoteSource('http://h/d', 'raw')
-    with remote.qemu_objects(no_password) as (objects, secret):
-        assert (objects, secret) == ([], None)
+    assert opts == {'driver': 'qcow2', 'file': {
+        'driver': 'nbd', 'export': 'xhv',
+        'server': {'type': 'unix', 'path': '/run/xhv-nbd-test/nbd.sock'}}}

@@ -229,7 +229,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if sent != length:
             # The client must not take a short body for the whole range.
             self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
 
     # -- control -----------------------------------------------------------
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from nova_xhv import disk as xhv_disk
 from nova_xhv.migration import client as exchange_client
 from nova_xhv.migration import exchange
 from nova_xhv.migration import signing
@@ -207,6 +208,54 @@ def test_range_requests_and_tokens(http_server, guest_disk):
     # Revoked once the destination staged it: one transfer only.
     assert http_server.publisher.revoke(disk_id)
     assert _get(http_server, path, (disk_id, token))[0].status == 401
+
+
+class _FailingReader(xhv_disk.DiskReader):
+    """A backend's disk that breaks: at once, or after ``good`` bytes."""
+
+    def __init__(self, size, good=None):
+        self.size = size
+        self.good = good
+        self.closed = False
+
+    def iter_range(self, start, end, chunk=1024 * 1024):
+        if self.good is None:
+            raise OSError('datastore said HTTP 503')
+        yield b'x' * self.good
+        raise OSError('connection to the datastore lost')
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_reader_that_cannot_start_answers_502(http_server):
+    reader = _FailingReader(4096)
+    disk_id, token = http_server.publisher.publish(reader)
+    response, _ = _get(http_server, '/disks/' + disk_id, (disk_id, token),
+                       {'Range': 'bytes=0-1023'})
+    assert response.status == 502
+    # HEAD needs no data: the size is known.
+    response, _ = _get(http_server, '/disks/' + disk_id, (disk_id, token),
+                       method='HEAD')
+    assert response.status == 200
+    assert response.headers['Content-Length'] == '4096'
+    assert http_server.publisher.revoke(disk_id) and reader.closed
+
+
+def test_a_reader_failing_midway_never_passes_for_whole(http_server):
+    reader = _FailingReader(4096, good=1000)
+    disk_id, token = http_server.publisher.publish(reader)
+    host, port = http_server.url.rsplit('/', 1)[-1].rsplit(':', 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request('GET', '/disks/' + disk_id, headers={
+        'Authorization': 'Basic ' + base64.b64encode(
+            ('%s:%s' % (disk_id, token)).encode()).decode()})
+    response = conn.getresponse()
+    assert response.status == 200
+    # The connection closes after the 1000 good bytes: a short body.
+    with pytest.raises(http.client.IncompleteRead):
+        response.read()
+    conn.close()
 
 
 def test_expired_token_is_refused(http_server, guest_disk):

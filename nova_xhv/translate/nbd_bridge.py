@@ -134,6 +134,7 @@ class ReadAheadSource(object):
                 self._stream_next = index
                 self._stream_gen += 1
                 self._follow(index)
+                self._cond.notify_all()  # even if _follow did not
                 return self._block_locked(index)
         # A lone read elsewhere (a header, a footer, a table): fetch it
         # alone and leave the stream where it is.

@@ -74,6 +74,13 @@ _HARDWARE_PROPERTIES = {
 }
 
 
+# From this libvirt on, <os firmware='efi'><firmware><feature
+# name='secure-boot'/> alone carries the secure boot choice (Nova's own
+# MIN_LIBVIRT_STATELESS_FIRMWARE note says <loader secure> is only needed
+# before it).
+_MIN_LIBVIRT_FIRMWARE_FEATURES = (8, 6, 0)
+
+
 class DiskExchangeError(exception.NovaException):
     msg_fmt = '%(reason)s'
 
@@ -100,6 +107,21 @@ class StockLibvirtDriver(libvirt_driver.LibvirtDriver):
                 self._staged_instances.add(instance_uuid)
             else:
                 self._staged_instances.discard(instance_uuid)
+
+    def _configure_guest_by_virt_type(self, guest, *args, **kwargs):
+        super()._configure_guest_by_virt_type(guest, *args, **kwargs)
+        # Nova 34 writes both <firmware><feature name='secure-boot'> and
+        # <loader secure=...> for a UEFI guest; libvirt 9.0 (Debian 12)
+        # refuses the latter with firmware autoselection ("loader attribute
+        # 'secure' cannot be specified when firmware autoselection is
+        # enabled"), so no UEFI guest could start.  The feature element
+        # says the same; drop the loader attribute when libvirt reads it.
+        if (guest.os_firmware == 'efi' and guest.os_loader is None
+                and guest.os_loader_secure is not None
+                and guest.os_firmware_secure is not None
+                and self._host.has_min_version(
+                    _MIN_LIBVIRT_FIRMWARE_FEATURES)):
+            guest.os_loader_secure = None
 
     def _create_image(self, context, instance, disk_mapping, *args,
                       **kwargs):

@@ -264,14 +264,14 @@ class VMwareBackend(base.Backend):
         return target, result.virtual_size
 
     def _import(self, instance, name, marker, files_and_sizes, adapter,
-                power_on):
+                power_on, firmware='bios'):
         needed = sum(os.path.getsize(p) for p, _ in files_and_sizes)
         ds_name = self._pick_datastore(needed)
         disks = [('%s%s.vmdk' % (instance.uuid, '_%d' % i if i else ''),
                   size) for i, (_, size) in enumerate(files_and_sizes)]
         spec = vmops.config_spec(name, instance, ds_name, instance.uuid,
                                  disks, adapter, marker=marker,
-                                 create_disks=True)
+                                 create_disks=True, firmware=firmware)
         vm = nfc.import_vm(self._session, self._compute, spec,
                            [p for p, _ in files_and_sizes],
                            self._conf['transfer_timeout'])
@@ -291,6 +291,7 @@ class VMwareBackend(base.Backend):
         self._check_request(network_info, block_device_info)
         if vmops.find(self._session, self._compute, instance) is not None:
             raise exception.InstanceExists(name=instance.uuid)
+        firmware = vmops.firmware(image_meta)
         workdir = self._staging_dir('spawn-%s-' % instance.uuid)
         try:
             image = os.path.join(workdir, 'image')
@@ -300,7 +301,7 @@ class VMwareBackend(base.Backend):
             adapter = vmops.adapter_type(image_meta,
                                          self._conf['default_adapter_type'])
             self._import(instance, instance.uuid, vmops.INSTANCE_MARKER,
-                         [(disk, size)], adapter, power_on)
+                         [(disk, size)], adapter, power_on, firmware)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -488,6 +489,9 @@ class VMwareBackend(base.Backend):
             numCPUs=instance.flavor.vcpus,
             memoryMB=instance.flavor.memory_mb,
             annotation=vmops.annotation(vmops.INSTANCE_MARKER, instance))
+        if hardware and hardware.get('firmware'):
+            # The mapped firmware (bios/efi): staged VMs are made as BIOS.
+            spec.firmware = hardware['firmware']
         vmops.reconfigure(self._session, vm, spec, instance)
         vmops.grow_root_disk(self._session, vm, instance)
         if power_on:

@@ -39,6 +39,8 @@ SCSI_MODEL_ALIASES = {'lsilogic': 'lsiLogic', 'lsisas1068': 'lsiLogicsas',
                       'buslogic': 'busLogic', 'vmpvscsi': 'paraVirtual'}
 CONTROLLER_KEY = 1000
 IDE_CONTROLLER_KEY = 200  # vSphere creates the IDE controllers 200 and 201
+# vSphere's VirtualMachineConfigSpec.firmware by Nova's hw_firmware_type.
+FIRMWARE_TYPES = {'bios': 'bios', 'uefi': 'efi'}
 
 
 def annotation(marker, instance):
@@ -71,6 +73,24 @@ def adapter_type(image_meta, default):
         LOG.info('Disk bus %r does not exist on vSphere; using %s', bus,
                  default)
     return default
+
+
+def firmware(image_meta):
+    """vSphere firmware (``bios``/``efi``) for the image's hw_firmware_type.
+
+    A UEFI guest does not boot from BIOS, so an unknown value is refused
+    rather than guessed.
+    """
+    props = image_meta.properties if image_meta is not None else None
+    wanted = (props.get('hw_firmware_type')
+              if props is not None and 'hw_firmware_type' in props
+              else None) or 'bios'
+    if wanted not in FIRMWARE_TYPES:
+        raise exception.ImageUnacceptable(
+            image_id=getattr(image_meta, 'id', None),
+            reason='hw_firmware_type=%r has no vSphere firmware; use one of '
+                   '%s' % (wanted, ', '.join(FIRMWARE_TYPES)))
+    return FIRMWARE_TYPES[wanted]
 
 
 def _controller(adapter):
@@ -107,12 +127,14 @@ def _disk_slot(adapter, ctrl_key, index):
 
 
 def config_spec(name, instance, datastore_name, vm_dir, disks, adapter,
-                marker=INSTANCE_MARKER, create_disks=False):
+                marker=INSTANCE_MARKER, create_disks=False,
+                firmware='bios'):
     """A ConfigSpec for CreateVM/ImportVApp.
 
     :param disks: list of (file name inside vm_dir, virtual size in bytes)
     :param create_disks: True for ImportVApp (vSphere writes the disks from
         the upload); False to attach files already on the datastore.
+    :param firmware: vSphere firmware, ``bios`` or ``efi``.
     """
     flavor = instance.flavor
     changes = []
@@ -136,7 +158,7 @@ def config_spec(name, instance, datastore_name, vm_dir, disks, adapter,
         changes.append(change)
     return vim.vm.ConfigSpec(
         name=name, instanceUuid=instance.uuid, numCPUs=flavor.vcpus,
-        memoryMB=flavor.memory_mb, guestId='otherGuest64',
+        memoryMB=flavor.memory_mb, guestId='otherGuest64', firmware=firmware,
         annotation=annotation(marker, instance),
         files=vim.vm.FileInfo(vmPathName='[%s] %s/' % (datastore_name,
                                                        vm_dir)),

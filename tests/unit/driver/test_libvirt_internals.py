@@ -51,6 +51,56 @@ class TestStockInternals(testtools.TestCase):
                         '_try_fetch_image_cache', 'cache('):
             self.assertNotIn(fetcher, spawn)
 
+    def test_uefi_loader_fix_hooks_what_nova_still_has(self):
+        # StockLibvirtDriver._configure_guest_by_virt_type runs the stock
+        # method, then clears os_loader_secure when os_firmware_secure says
+        # the same (libvirt >= 8.6 refuses both with autoselection).
+        self.assertEqual(
+            ['self', 'guest', 'instance', 'image_meta', 'flavor',
+             'old_guest'],
+            parameter_names(
+                libvirt_driver.LibvirtDriver._configure_guest_by_virt_type))
+        source = inspect.getsource(
+            libvirt_driver.LibvirtDriver._configure_guest_by_virt_type)
+        self.assertIn('guest.os_firmware_secure = guest.os_loader_secure',
+                      source)
+        guest = vconfig.LibvirtConfigGuest()
+        for name in ('os_firmware', 'os_loader', 'os_loader_secure',
+                     'os_firmware_secure'):
+            self.assertTrue(hasattr(guest, name), name)
+
+    def test_uefi_loader_fix_drops_only_the_loader_attribute(self):
+        guest = vconfig.LibvirtConfigGuest()
+        guest.virt_type = 'kvm'
+        guest.os_type = 'hvm'
+        guest.os_firmware = 'efi'
+        guest.os_loader_secure = False
+        guest.os_firmware_secure = False
+        driver = libvirt_backend.StockLibvirtDriver.__new__(
+            libvirt_backend.StockLibvirtDriver)
+        driver._host = mock.Mock()
+        driver._host.has_min_version.return_value = True
+        with mock.patch.object(libvirt_driver.LibvirtDriver,
+                               '_configure_guest_by_virt_type') as stock:
+            driver._configure_guest_by_virt_type(guest, 'inst', 'meta',
+                                                 'flavor')
+        stock.assert_called_once_with(guest, 'inst', 'meta', 'flavor')
+        self.assertIsNone(guest.os_loader_secure)
+        self.assertFalse(guest.os_firmware_secure)
+        xml = guest.to_xml()
+        self.assertIn("<os firmware=\"efi\">", xml)
+        self.assertIn('secure-boot', xml)
+        self.assertNotIn('secure="', xml)
+        # An older libvirt needs <loader secure>: left as Nova made it.
+        guest.os_loader_secure = False
+        driver._host.has_min_version.return_value = False
+        with mock.patch.object(libvirt_driver.LibvirtDriver,
+                               '_configure_guest_by_virt_type'):
+            driver._configure_guest_by_virt_type(guest, 'inst', 'meta',
+                                                 'flavor')
+        self.assertFalse(guest.os_loader_secure)
+        self.assertIsNotNone(guest.os_loader_secure)
+
     def test_spawn_keywords_used_by_spawn_from_disks(self):
         self.assertEqual(
             ['self', 'context', 'instance', 'image_meta', 'injected_files',

@@ -5,13 +5,23 @@ import struct
 import sys
 import time
 
+from nova import objects
 from nova.objects import image_meta as nova_image_meta
+from oslo_utils import uuidutils
 import pytest
 
 from nova_xhv.backends.vmware import disk_storage
 from nova_xhv.backends.vmware import errors
 from nova_xhv.backends.vmware import session as vsession
 from nova_xhv.backends.vmware import vm as vmops
+
+
+def _instance():
+    objects.register_all()
+    return objects.Instance(
+        uuid=uuidutils.generate_uuid(), display_name='t',
+        flavor=objects.Flavor(vcpus=1, memory_mb=128, root_gb=1,
+                              ephemeral_gb=0, swap=0))
 
 
 def _meta(**properties):
@@ -31,6 +41,22 @@ def _meta(**properties):
 ])
 def test_adapter_type_from_image_properties(properties, expected):
     assert vmops.adapter_type(_meta(**properties), 'lsiLogic') == expected
+
+
+@pytest.mark.parametrize('properties, expected', [
+    ({}, 'bios'),
+    ({'hw_firmware_type': 'bios'}, 'bios'),
+    ({'hw_firmware_type': 'uefi'}, 'efi'),
+])
+def test_firmware_from_image_properties(properties, expected):
+    assert vmops.firmware(_meta(**properties)) == expected
+    spec = vmops.config_spec('n', _instance(), 'ds', 'dir', [], 'lsiLogic',
+                             firmware=vmops.firmware(_meta(**properties)))
+    assert spec.firmware == expected
+
+
+def test_firmware_without_image_meta_is_bios():
+    assert vmops.firmware(None) == 'bios'
 
 
 def test_sparse_header_gives_type_and_size():

@@ -77,6 +77,10 @@ class ReadAheadSource(object):
         self._session = session
         self._url = url
         self.size = size
+        # Exported as a whole number of sectors, like qemu's own block layer
+        # (qemu-nbd) shows a file: qemu's NBD client stalls on an unaligned
+        # tail.  The bytes past the end read as zeros, as from a local file.
+        self.export_size = -(-size // 512) * 512
         self._blocks = collections.OrderedDict()  # streamed: index -> bytes
         self._direct = collections.OrderedDict()  # fetched alone, LRU
         self._cond = threading.Condition()
@@ -96,11 +100,16 @@ class ReadAheadSource(object):
 
     def read(self, offset, length):
         """The bytes at ``offset`` as a list of memoryviews (no copies)."""
-        if offset < 0 or length < 0 or offset + length > self.size:
+        if offset < 0 or length < 0 or offset + length > self.export_size:
             raise SourceError('read of %d bytes at %d is outside the %d-byte '
                               'source' % (length, offset, self.size))
         parts = []
         end = offset + length
+        if end > self.size:
+            parts_tail = [bytes(end - max(offset, self.size))]
+            end = max(offset, self.size)
+        else:
+            parts_tail = []
         while offset < end:
             index = offset // BLOCK
             block = memoryview(self._block(index))
@@ -108,7 +117,7 @@ class ReadAheadSource(object):
             piece = block[start:start + (end - offset)]
             parts.append(piece)
             offset += len(piece)
-        return parts
+        return parts + parts_tail
 
     def _block(self, index):
         with self._cond:
@@ -257,6 +266,12 @@ class ReadAheadSource(object):
         self._thread.join(1)
 
 
+# What the child runs (not ``-m``: runpy warns when the package already
+# imported the module).
+_CHILD = 'import sys; from %s import main; sys.exit(main(sys.argv[1:]))' % (
+    __name__)
+
+
 class NBDBridge(object):
     """A one-conversion NBD server for a remote source (context manager).
 
@@ -294,8 +309,13 @@ class NBDBridge(object):
         os.chmod(self._folder, 0o700)
         try:
             self._stderr = tempfile.TemporaryFile(dir=self._folder)
+            # The child imports this very copy of XHV, wherever it is.
+            root = os.path.dirname(os.path.dirname(os.path.dirname(
+                os.path.abspath(__file__))))
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                p for p in (root, os.environ.get('PYTHONPATH')) if p))
             self._proc = subprocess.Popen(
-                [sys.executable, '-m', __name__, self.socket_path],
+                [sys.executable, '-c', _CHILD, self.socket_path], env=env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=self._stderr, start_new_session=True)
             config = {'url': self._remote.url, 'size': self._size,
@@ -405,7 +425,7 @@ class NBDServer(object):
                                            handle)] + data)
 
     def _handshake(self, conn):
-        size = self._source.size
+        size = self._source.export_size
         conn.sendall(_NBDMAGIC + struct.pack(
             '>QH', _IHAVEOPT, _FLAG_FIXED_NEWSTYLE | _FLAG_NO_ZEROES))
         (client_flags,) = struct.unpack('>I', _recv(conn, 4))

@@ -116,7 +116,7 @@ def test_bridge_process_gets_no_secret_and_leaves_nothing(served, tmp_path,
 
     def recording_popen(argv, **kwargs):
         proc = real_popen(argv, **kwargs)
-        if nbd_bridge.__name__ in argv:
+        if any(nbd_bridge.__name__ in arg for arg in argv):
             started.append((list(argv), proc))
         return proc
 
@@ -149,3 +149,40 @@ def test_unreachable_source_fails_before_qemu_img(served, tmp_path):
         with pytest.raises(subprocess.CalledProcessError):
             helpers.qemu('info', '-f', 'vmdk', bridge.filename('vmdk'))
         assert 'cannot read' in bridge.source_error()
+
+
+def test_source_size_not_a_sector_multiple_behaves_as_a_local_file(
+        tmp_path):
+    # qemu's NBD client stalls on an unaligned export; the bridge exports
+    # whole sectors (zeros past the end), so the engine sees what it sees
+    # for a local file of that size, here a clear refusal, not a hang.
+    folder = tmp_path / 'served'
+    folder.mkdir()
+    odd = str(folder / 'odd.img')
+    with open(odd, 'wb') as f:
+        f.write(os.urandom(3 * MiB + 7))
+    local_error = remote_error = None
+    try:
+        translate.convert(odd, str(tmp_path / 'local.qcow2'), 'qcow2')
+    except translate.ConversionFailed as error:
+        local_error = str(error)
+    with http_range.RangeServer(str(folder)) as server:
+        source = translate.RemoteSource(server.url('odd.img'), 'raw')
+        try:
+            translate.convert(source, str(tmp_path / 'remote.qcow2'),
+                              'qcow2', options=translate.ConvertOptions(
+                                  timeout_base=60))
+        except translate.ConversionFailed as error:
+            remote_error = str(error)
+        # Read through the bridge directly: the data, then zeros.
+        size = os.path.getsize(odd)
+        with nbd_bridge.NBDBridge(source, size, str(tmp_path)) as bridge:
+            out = str(tmp_path / 'copy.raw')
+            helpers.qemu('convert', '-f', 'raw', '-O', 'raw',
+                         bridge.filename('raw'), out)
+    assert local_error and 'differs from the source' in local_error
+    assert remote_error == local_error
+    with open(out, 'rb') as f, open(odd, 'rb') as g:
+        copied = f.read()
+        assert copied[:size] == g.read()
+        assert copied[size:] == bytes(512 - 7)

@@ -19,8 +19,6 @@ from nova import context as nova_context
 from nova import objects
 import urllib3
 
-from nova_xhv import translate
-from tests.fixtures import disks
 from tests.fixtures import vcsim as vcsim_fixture
 from tests.functional import nova_base
 from tests.functional.vmware import test_nova as vmware_nova
@@ -108,26 +106,17 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
 
     # -- helpers -----------------------------------------------------------
 
-    def make_vmware_image(self, properties=None):
+    def make_vmware_image(self, properties=None, **kwargs):
         """The tiny bootable disk as a streamOptimized vmdk in Glance."""
         props = {'vmware_disktype': 'streamOptimized',
                  'vmware_adaptertype': 'lsiLogic'}
         props.update(properties or {})
-        return self.make_image('vmdk', props)
+        return self.make_image('vmdk', props, **kwargs)
 
-    def make_kvm_image(self):
-        raw = os.path.join(self.workdir, 'kvm-guest.raw')
-        disks.make_bootable_disk(raw, virtual_size=8 * disks.MiB)
-        image_file = os.path.join(self.workdir, 'kvm-guest.qcow2')
-        translate.convert(raw, image_file, to_format='qcow2',
-                          from_format='raw')
-        with open(image_file, 'rb') as data:
-            image = self.glance.create(self.ctxt, {
-                'name': 'xhv-kvm', 'disk_format': 'qcow2',
-                'container_format': 'bare', 'status': 'active',
-                'size': os.path.getsize(image_file), 'properties': {}},
-                data=data)
-        return image['id'], raw
+    def make_kvm_image(self, properties=None, **kwargs):
+        """The tiny bootable disk as a qcow2 in Glance."""
+        kwargs.setdefault('name', 'kvm-guest')
+        return self.make_image('qcow2', properties, **kwargs)
 
     def boot_on(self, host, image_id):
         flavor = self._create_flavor(memory_mb=256, vcpu=1, disk=1,

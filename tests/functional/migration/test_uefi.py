@@ -10,7 +10,6 @@ with the move and the destination really booted through UEFI.
 import os
 import re
 
-from nova_xhv import translate
 from tests.fixtures import disks
 from tests.functional.migration import base
 from tests.functional import nova_base
@@ -23,6 +22,9 @@ from tests.functional import nova_base
 VIRT_TYPE_ENV = 'XHV_UEFI_VIRT_TYPE'
 
 
+UEFI = {'hw_firmware_type': 'uefi'}
+
+
 class UEFITestCase(base.CrossHypervisorTestCase):
     """Both computes; the KVM one runs its guests under ``VIRT_TYPE_ENV``."""
 
@@ -30,22 +32,6 @@ class UEFITestCase(base.CrossHypervisorTestCase):
         super().set_up_backend()
         self.virt_type = os.environ.get(VIRT_TYPE_ENV, 'qemu')
         self.flags(virt_type=self.virt_type, group='libvirt')
-
-    def make_uefi_vmware_image(self):
-        raw = os.path.join(self.workdir, 'uefi-guest.raw')
-        disks.make_uefi_disk(raw)
-        image_file = os.path.join(self.workdir, 'uefi-guest.vmdk')
-        translate.convert(raw, image_file, to_format='vmdk',
-                          from_format='raw', subformat='streamOptimized')
-        with open(image_file, 'rb') as data:
-            image = self.glance.create(self.ctxt, {
-                'name': 'xhv-uefi', 'disk_format': 'vmdk',
-                'container_format': 'bare', 'status': 'active',
-                'size': os.path.getsize(image_file),
-                'properties': {'vmware_disktype': 'streamOptimized',
-                               'vmware_adaptertype': 'lsiLogic',
-                               'hw_firmware_type': 'uefi'}}, data=data)
-        return image['id'], raw
 
     def assert_uefi_domain(self, server):
         # Nova asks for <os firmware='efi'>; the running domain shows the
@@ -63,7 +49,8 @@ class TestUEFIVMwareToKVM(UEFITestCase):
     def test_uefi_guest_boots_through_uefi_on_kvm(self):
         self.start_vmware()
         self.start_kvm()
-        image_id, raw = self.make_uefi_vmware_image()
+        image_id, raw = self.make_vmware_image(
+            UEFI, name='uefi-guest', make_disk=disks.make_uefi_disk)
         server = self.boot_on(base.VMW, image_id)
         # vSphere made the VM with EFI firmware, from hw_firmware_type.
         self.assertEqual('efi', self.vm_of(server).config.firmware)
@@ -94,24 +81,11 @@ class TestUEFIVMwareToKVM(UEFITestCase):
 class TestUEFIKVMToVMware(UEFITestCase):
     """The other way: vcsim runs no guest, so only the VM config is checked."""
 
-    def make_uefi_kvm_image(self):
-        raw = os.path.join(self.workdir, 'uefi-kvm-guest.raw')
-        disks.make_uefi_disk(raw)
-        image_file = os.path.join(self.workdir, 'uefi-kvm-guest.qcow2')
-        translate.convert(raw, image_file, to_format='qcow2',
-                          from_format='raw')
-        with open(image_file, 'rb') as data:
-            image = self.glance.create(self.ctxt, {
-                'name': 'xhv-uefi-kvm', 'disk_format': 'qcow2',
-                'container_format': 'bare', 'status': 'active',
-                'size': os.path.getsize(image_file),
-                'properties': {'hw_firmware_type': 'uefi'}}, data=data)
-        return image['id'], raw
-
     def test_uefi_guest_gets_efi_firmware_on_vsphere(self):
         self.start_vmware()
         self.start_kvm()
-        image_id, raw = self.make_uefi_kvm_image()
+        image_id, raw = self.make_kvm_image(
+            UEFI, name='uefi-kvm-guest', make_disk=disks.make_uefi_disk)
         server = self.boot_on(base.KVM, image_id)
         self.assert_uefi_domain(server)
 

@@ -83,10 +83,19 @@ class VMwareFunctionalTestCase(nova_base.XHVFunctionalTestCase):
     def guest_disk_file(self, server):
         return os.path.join(self.vm_folder(server), server['id'] + '.vmdk')
 
-    def make_image(self, disk_format, properties=None):
-        raw = os.path.join(self.workdir, 'guest.raw')
-        disks.make_bootable_disk(raw, virtual_size=8 * disks.MiB)
-        image_file = os.path.join(self.workdir, 'guest.' + disk_format)
+    def make_image(self, disk_format, properties=None, name='guest',
+                   make_disk=None):
+        """A test disk (default: the tiny bootable one) as a Glance image.
+
+        :returns: (image id, path of the raw disk it was made from)
+        """
+        raw = os.path.join(self.workdir, name + '.raw')
+        if make_disk is None:
+            disks.make_bootable_disk(raw, virtual_size=8 * disks.MiB)
+        else:
+            make_disk(raw)
+        image_file = os.path.join(self.workdir, '%s.%s' % (name,
+                                                           disk_format))
         if disk_format == 'vmdk':
             translate.convert(raw, image_file, to_format='vmdk',
                               from_format='raw',

@@ -89,7 +89,6 @@ class _Source(object):
         self._scratch_dir = scratch_dir
         self._stack = None
         self.filename = info.data_path
-        self.objects = []
         self._bridge = None
 
     def __enter__(self):
@@ -146,8 +145,7 @@ def _source_virtual_size(source, options, timeout):
     if source.info.format != formats.VHD:
         return source.info.virtual_size
     data = qemu_img.info(source.filename, source.info.qemu_format,
-                         options.info_limits(), timeout,
-                         objects=source.objects)
+                         options.info_limits(), timeout)
     return int(data['virtual-size'])
 
 
@@ -223,7 +221,7 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                 sparse_size=options.sparse_size,
                 coroutines=options.coroutines,
                 out_of_order=options.out_of_order,
-                rate_limit=options.rate_limit, objects=source.objects)
+                rate_limit=options.rate_limit)
             LOG.info('Converting %s (%s %s, %d bytes) to %s %s',
                      src_info.path, src_info.format,
                      src_info.subformat or '', virtual_size, to_format,
@@ -246,8 +244,7 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
             if options.verify:
                 if not qemu_img.compare(
                         source.filename, src_info.qemu_format, tmp_out,
-                        formats.qemu_driver(to_format), limits, timeout,
-                        objects=source.objects):
+                        formats.qemu_driver(to_format), limits, timeout):
                     raise exceptions.ConversionFailed(
                         'verification failed: the converted guest data '
                         'differs from %s' % src_info.path)

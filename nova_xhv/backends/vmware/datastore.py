@@ -1,7 +1,6 @@
 """Datastore files over vSphere's HTTP file API (``/folder``), with the SOAP
 session cookie and the same TLS verification as the API."""
 
-import http.client
 import os
 import threading
 import urllib.parse
@@ -135,6 +134,8 @@ class DatastoreReader(xhv_disk.DiskReader):
         self.ds_name = ds_name
         self.path = path
         self.size = size
+        self._url = files.url(ds_name, path)
+        self._request_path = transfer.request_path(self._url)
         self._idle = []
         self._lock = threading.Lock()
         self._closed = False
@@ -143,12 +144,8 @@ class DatastoreReader(xhv_disk.DiskReader):
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        parsed = urllib.parse.urlsplit(self._files.url(self.ds_name,
-                                                       self.path))
-        session = self._files.session
-        return http.client.HTTPSConnection(
-            parsed.hostname, parsed.port or 443,
-            timeout=self._files.timeout, context=session.ssl_context())
+        return transfer.connect(self._files.session, self._url,
+                                self._files.timeout)[0]
 
     def _give_back(self, conn):
         with self._lock:
@@ -158,11 +155,10 @@ class DatastoreReader(xhv_disk.DiskReader):
         conn.close()
 
     def iter_range(self, start, end, chunk=transfer.CHUNK):
-        url = urllib.parse.urlsplit(self._files.url(self.ds_name, self.path))
         conn = self._connection()
         reusable = False
         try:
-            conn.request('GET', url.path + '?' + url.query, headers={
+            conn.request('GET', self._request_path, headers={
                 'Cookie': self._files.session.cookie,
                 'Range': 'bytes=%d-%d' % (start, end)})
             resp = conn.getresponse()

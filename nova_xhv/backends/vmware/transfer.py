@@ -44,8 +44,17 @@ class Response:
         self.close()
 
 
-def request(session, method, url, body=None, headers=None, timeout=None):
-    """Send one request to the vSphere endpoint and return a Response."""
+def request_path(url):
+    """What an HTTP request line names for ``url``: path and query."""
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.path + ('?' + parsed.query if parsed.query else '')
+
+
+def connect(session, url, timeout=None):
+    """(connection, request path) for ``url`` on the vSphere endpoint.
+
+    TLS is verified as for the API calls.
+    """
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme != 'https':
         msg = 'refusing a non-HTTPS disk URL: %s' % url
@@ -53,7 +62,12 @@ def request(session, method, url, body=None, headers=None, timeout=None):
     conn = http.client.HTTPSConnection(
         parsed.hostname, parsed.port or 443, timeout=timeout,
         context=session.ssl_context())
-    path = parsed.path + ('?' + parsed.query if parsed.query else '')
+    return conn, request_path(url)
+
+
+def request(session, method, url, body=None, headers=None, timeout=None):
+    """Send one request to the vSphere endpoint and return a Response."""
+    conn, path = connect(session, url, timeout)
     all_headers = {'Cookie': session.cookie}
     all_headers.update(headers or {})
     try:

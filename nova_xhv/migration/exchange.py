@@ -101,10 +101,6 @@ class DiskPublisher(object):
             _close_quietly(entry.reader)
         return entry is not None
 
-    def published(self):
-        with self._lock:
-            return sorted(repr(p.reader) for p in self._disks.values())
-
     def lookup(self, disk_id, token):
         expired = None
         with self._lock:

@@ -59,6 +59,17 @@ translate_opts = [
                help='Zero runs of at least this many KiB are left '
                     'unallocated in the output (qemu-img -S); 0 writes '
                     'every byte.'),
+    cfg.BoolOpt('vmdk_stream_decoder',
+                default=True,
+                help='Translate streamOptimized vmdk disks (vSphere\'s '
+                     'format for moved disks, and VMware exports) to qcow2 '
+                     'or raw by decoding the stream in one sequential pass '
+                     '(remote disks with one GET) and letting qemu-nbd '
+                     'write the output, instead of through qemu-img\'s '
+                     'vmdk driver, which reads every grain twice. Both '
+                     'apply the same safety inspection first. Conversions '
+                     'with convert_rate_limit set or '
+                     'convert_sparse_size_kib = 0 always use qemu-img.'),
     cfg.BoolOpt('verify_conversions',
                 default=False,
                 help='After each translation, compare the guest data of '
@@ -85,6 +96,7 @@ def convert_options_from_conf(group):
         out_of_order=group.convert_out_of_order,
         rate_limit=group.convert_rate_limit,
         sparse_size=group.convert_sparse_size_kib * 1024,
+        vmdk_stream_decoder=group.vmdk_stream_decoder,
         verify=group.verify_conversions,
         scratch_dir=group.conversion_scratch_dir)
 

@@ -24,6 +24,7 @@ from nova_xhv.translate import inspect
 from nova_xhv.translate import nbd_bridge
 from nova_xhv.translate import qemu_img
 from nova_xhv.translate import remote
+from nova_xhv.translate import stream_convert
 
 LOG = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ class ConvertOptions:
     out_of_order: bool = False
     rate_limit: int = 0
     sparse_size: int = 4096
+    # Decode streamOptimized vmdk sources to qcow2/raw in one sequential
+    # pass instead of through qemu-img's vmdk driver (see stream_convert).
+    vmdk_stream_decoder: bool = True
     verify: bool = False
     # Folder trusted to hold monolithicFlat descriptor + extent pairs.
     staging_dir: typing.Optional[str] = None
@@ -82,29 +86,31 @@ class ConvertResult:
 
 
 class _Source(object):
-    """What qemu-img opens for an inspected image (local or remote)."""
+    """What qemu-img opens for an inspected image (local or remote).
+
+    A remote source is served by a read-ahead NBD bridge, started when
+    qemu-img first needs ``filename`` (the stream decoder reads the source
+    itself and needs no bridge).
+    """
 
     def __init__(self, info, scratch_dir):
         self.info = info
         self._scratch_dir = scratch_dir
-        self._stack = None
-        self.filename = info.data_path
+        self._stack = contextlib.ExitStack()
+        self._filename = info.data_path
         self._bridge = None
 
-    def __enter__(self):
-        source = self.info.remote
-        if source is None:
-            return self
-        # qemu-img reads remote sources from a local read-ahead NBD bridge
-        # (TLS, CA and credentials stay in this process): see nbd_bridge.
-        self._stack = contextlib.ExitStack()
-        try:
+    @property
+    def filename(self):
+        if self._filename is None:
+            # qemu-img reads remote sources from a local read-ahead NBD
+            # bridge (TLS, CA and credentials stay in our processes).
             self._bridge = self._stack.enter_context(nbd_bridge.NBDBridge(
-                source, self.info.actual_size, self._scratch_dir))
-        except BaseException:
-            self._stack.close()
-            raise
-        self.filename = self._bridge.filename(self.info.qemu_format)
+                self.info.remote, self.info.actual_size, self._scratch_dir))
+            self._filename = self._bridge.filename(self.info.qemu_format)
+        return self._filename
+
+    def __enter__(self):
         return self
 
     def explain(self, error):
@@ -118,9 +124,7 @@ class _Source(object):
             error.returncode, error.stderr)
 
     def __exit__(self, *exc):
-        if self._stack is not None:
-            return self._stack.__exit__(*exc)
-        return False
+        return self._stack.__exit__(*exc)
 
 
 def _inspect_source(src, from_format, options):
@@ -213,28 +217,18 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                     '512: %s cannot hold it exactly; convert to raw or '
                     'qcow2, or resize to a sector multiple first' % (
                         src_info.path, virtual_size, to_format))
-            argv = qemu_img.convert_argv(
-                source.filename, src_info.qemu_format, tmp_out,
-                formats.qemu_driver(to_format),
-                create_options=formats.create_options(to_format,
-                                                      dst_subformat),
-                sparse_size=options.sparse_size,
-                coroutines=options.coroutines,
-                out_of_order=options.out_of_order,
-                rate_limit=options.rate_limit)
             LOG.info('Converting %s (%s %s, %d bytes) to %s %s',
                      src_info.path, src_info.format,
                      src_info.subformat or '', virtual_size, to_format,
                      dst_subformat or '')
-            try:
-                run = qemu_img.run_convert(argv, limits, timeout,
-                                           progress=progress,
-                                           cancel_event=cancel_event)
-            except exceptions.ConversionFailed as error:
-                explained = source.explain(error)
-                if explained is error:
-                    raise
-                raise explained from error
+            if _decodes_stream(src_info, to_format, options):
+                run = _decode_stream(src_info, tmp_out, to_format,
+                                     dst_subformat, options, limits,
+                                     timeout, progress, cancel_event)
+            else:
+                run = _run_qemu_img(source, tmp_out, to_format,
+                                    dst_subformat, options, limits, timeout,
+                                    progress, cancel_event)
             out_size = _output_virtual_size(tmp_out, to_format, options)
             if out_size != virtual_size:
                 raise exceptions.ConversionFailed(
@@ -264,6 +258,47 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                          bytes_written=bytes_written, verified=verified,
                          elapsed=time.monotonic() - started,
                          bytes_read=run.bytes_read)
+
+
+def _decodes_stream(src_info, to_format, options):
+    # The decoder neither throttles nor writes zeros: a rate limit or a
+    # fully allocated output (sparse_size 0) is qemu-img's job.
+    return (options.vmdk_stream_decoder and not options.rate_limit
+            and options.sparse_size > 0
+            and stream_convert.applies(src_info, to_format))
+
+
+def _run_qemu_img(source, tmp_out, to_format, dst_subformat, options,
+                  limits, timeout, progress, cancel_event):
+    argv = qemu_img.convert_argv(
+        source.filename, source.info.qemu_format, tmp_out,
+        formats.qemu_driver(to_format),
+        create_options=formats.create_options(to_format, dst_subformat),
+        sparse_size=options.sparse_size, coroutines=options.coroutines,
+        out_of_order=options.out_of_order, rate_limit=options.rate_limit)
+    try:
+        return qemu_img.run_convert(argv, limits, timeout, progress=progress,
+                                    cancel_event=cancel_event)
+    except exceptions.ConversionFailed as error:
+        explained = source.explain(error)
+        if explained is error:
+            raise
+        raise explained from error
+
+
+def _decode_stream(src_info, tmp_out, to_format, dst_subformat, options,
+                   limits, timeout, progress, cancel_event):
+    """A streamOptimized vmdk, decoded in one pass (see stream_convert)."""
+    qemu_img.create(tmp_out, formats.qemu_driver(to_format),
+                    src_info.virtual_size, options.info_limits(), timeout,
+                    create_options=formats.create_options(to_format,
+                                                          dst_subformat))
+    return qemu_img.run_convert(
+        stream_convert.child_argv(), limits, timeout, progress=progress,
+        cancel_event=cancel_event, env=stream_convert.child_env(),
+        input_data=stream_convert.child_input(
+            src_info, tmp_out, to_format, limits, options.scratch_dir),
+        what='the vmdk stream decoder')
 
 
 def compare(path_a, fmt_a, path_b, fmt_b, options=None, staging_dir=None):

@@ -34,6 +34,7 @@ import threading
 
 import requests
 
+from nova_xhv.translate import nbd_client
 from nova_xhv.translate import remote
 
 BLOCK = 1024 * 1024
@@ -421,8 +422,8 @@ class NBDServer(object):
                 conn.sendall(struct.pack('>IIQ', _SIMPLE_REPLY_MAGIC, _EIO,
                                          handle))
                 continue
-            _send_parts(conn, [struct.pack('>IIQ', _SIMPLE_REPLY_MAGIC, 0,
-                                           handle)] + data)
+            reply = struct.pack('>IIQ', _SIMPLE_REPLY_MAGIC, 0, handle)
+            nbd_client.send_parts(conn, [reply] + data)
 
     def _handshake(self, conn):
         size = self._source.export_size
@@ -469,17 +470,6 @@ def _recv(conn, length):
 def _reply(conn, option, kind, data=b''):
     conn.sendall(struct.pack('>QIII', _REPLY_MAGIC, option, kind, len(data))
                  + data)
-
-
-def _send_parts(conn, parts):
-    # One scatter-gather send instead of joining megabytes in Python.
-    while parts:
-        sent = conn.sendmsg(parts)
-        while parts and sent >= len(parts[0]):
-            sent -= len(parts[0])
-            parts.pop(0)
-        if sent:
-            parts[0] = memoryview(parts[0])[sent:]
 
 
 def main(argv=None):

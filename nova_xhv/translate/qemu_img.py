@@ -86,6 +86,22 @@ def info(path, qemu_format, limits, timeout, objects=()):
     return json.loads(out)
 
 
+def create(path, qemu_format, virtual_size, limits, timeout,
+           create_options=()):
+    """``qemu-img create`` an empty image (the stream decoder's output)."""
+    cmd = [QEMU_IMG, 'create', '-q', '-f', qemu_format]
+    if create_options:
+        cmd += ['-o', ','.join(create_options)]
+    cmd += [path, str(int(virtual_size))]
+    try:
+        _execute(*cmd, prlimit=process_limits(limits), timeout=timeout)
+    except processutils.ProcessExecutionError as exc:
+        raise exceptions.ConversionFailed(
+            'qemu-img create of %s failed%s' % (
+                path, _limit_hint(exc.exit_code, limits)),
+            exc.exit_code, exc.stderr or '')
+
+
 def compare(path_a, format_a, path_b, format_b, limits, timeout,
             objects=()):
     """True when both images hold the same guest data.
@@ -188,20 +204,33 @@ def _wait_exit_unreaped(proc):
     return True
 
 
-def run_convert(argv, limits, timeout, progress=None, cancel_event=None):
+def run_convert(argv, limits, timeout, progress=None, cancel_event=None,
+                input_data=None, env=None, what='qemu-img convert'):
     """Run ``argv`` (a convert_argv) under prlimit; return ConvertRun.
 
     ``progress(percent)`` is called with non-decreasing values: at start,
     on every change qemu-img reports, at least once a second, and with 100
     at the end.  Raises ConversionTimeout after ``timeout`` seconds and
     ConversionFailed on a non-zero exit or cancellation; the process group
-    is always gone when this returns.
+    is always gone when this returns.  Any other converter that prints
+    progress as ``qemu-img -p`` does runs here too (the vmdk stream
+    decoder): ``input_data`` (a short configuration, written to its stdin
+    before anything else), ``env`` and ``what`` (its name in messages).
     """
     started = time.monotonic()
     deadline = started + timeout
-    proc = _popen(prlimit_argv(limits) + list(argv), stdin=subprocess.DEVNULL,
+    proc = _popen(prlimit_argv(limits) + list(argv),
+                  stdin=subprocess.DEVNULL if input_data is None
+                  else subprocess.PIPE,
                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                  start_new_session=True)
+                  start_new_session=True, env=env)
+    if input_data is not None:
+        # One short line: fits the pipe, so this never blocks.
+        try:
+            proc.stdin.write(input_data)
+            proc.stdin.close()
+        except OSError:
+            pass  # it died at once: its exit status and stderr tell why
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ, 'out')
     selector.register(proc.stderr, selectors.EVENT_READ, 'err')
@@ -217,9 +246,9 @@ def run_convert(argv, limits, timeout, progress=None, cancel_event=None):
             if now >= deadline:
                 _kill(proc)
                 raise exceptions.ConversionTimeout(
-                    'qemu-img convert ran longer than its %.0f s budget and '
-                    'was killed; raise convert_timeout_base/_per_gib if the '
-                    'storage is just slow' % timeout)
+                    '%s ran longer than its %.0f s budget and was killed; '
+                    'raise convert_timeout_base/_per_gib if the storage is '
+                    'just slow' % (what, timeout))
             if cancel_event is not None and cancel_event.is_set():
                 _kill(proc)
                 raise exceptions.ConversionFailed('conversion cancelled')
@@ -250,8 +279,8 @@ def run_convert(argv, limits, timeout, progress=None, cancel_event=None):
         except subprocess.TimeoutExpired:
             _kill(proc)
             raise exceptions.ConversionTimeout(
-                'qemu-img convert did not exit within its %.0f s budget and '
-                'was killed' % timeout)
+                '%s did not exit within its %.0f s budget and was killed'
+                % (what, timeout))
     except BaseException:
         if proc.poll() is None:
             _kill(proc)
@@ -263,8 +292,8 @@ def run_convert(argv, limits, timeout, progress=None, cancel_event=None):
     stderr = err.decode('utf-8', 'replace')
     if returncode != 0:
         raise exceptions.ConversionFailed(
-            'qemu-img convert failed with exit code %s%s' % (
-                returncode, _limit_hint(returncode, limits)),
+            '%s failed with exit code %s%s' % (
+                what, returncode, _limit_hint(returncode, limits)),
             returncode, stderr)
     if progress and percent < 100.0:
         progress(100.0)

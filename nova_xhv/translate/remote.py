@@ -137,7 +137,7 @@ class RemoteSource:
         return session
 
 
-def _unreachable(url, exc):
+def unreachable(url, exc):
     if isinstance(exc, requests.exceptions.SSLError):
         return exceptions.TLSVerificationFailed(
             'TLS verification of %s failed (%s); pass the CA that signed '
@@ -158,7 +158,7 @@ def _fetch(session, url, start, length):
                         url, response.status_code))
             data = response.raw.read(length + 1, decode_content=False)
     except requests.RequestException as exc:
-        raise _unreachable(url, exc)
+        raise unreachable(url, exc)
     if len(data) != length:
         raise exceptions.TranslationError(
             '%s returned %d bytes for a %d-byte range' % (
@@ -172,7 +172,7 @@ def remote_size(session, url):
         response = session.head(url, timeout=HTTP_TIMEOUT,
                                 allow_redirects=True)
     except requests.RequestException as exc:
-        raise _unreachable(url, exc)
+        raise unreachable(url, exc)
     if response.status_code in (401, 403):
         raise exceptions.TranslationError(
             '%s refused our credentials (HTTP %d)' % (
@@ -184,7 +184,7 @@ def remote_size(session, url):
         response = session.get(url, headers={'Range': 'bytes=0-0'},
                                timeout=HTTP_TIMEOUT, stream=True)
     except requests.RequestException as exc:
-        raise _unreachable(url, exc)
+        raise unreachable(url, exc)
     with response:
         total = response.headers.get('Content-Range', '').rpartition('/')[2]
         if response.status_code != 206 or not total.isdigit():

@@ -286,7 +286,7 @@ class FaultTestCase(base.CrossHypervisorTestCase):
         real_run = qemu_img.run_convert
 
         def hanging_run(argv, limits, timeout, progress=None,
-                        cancel_event=None):
+                        cancel_event=None, **kwargs):
             while not release.is_set():
                 if cancel_event is not None and cancel_event.is_set():
                     raise translate_exceptions.ConversionFailed(

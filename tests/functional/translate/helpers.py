@@ -14,6 +14,22 @@ def qemu(*args):
                           capture_output=True).stdout
 
 
+def qemu_create_encrypted(*args, attempts=10):
+    """qemu-img create of a LUKS image (or LUKS-encrypted qcow2).
+
+    qemu times its PBKDF2 iterations against the thread's CPU clock and
+    refuses ("Unable to get accurate CPU usage") when that clock read 0,
+    which happens now and then on coarse virtual CPUs: try again.
+    """
+    for attempt in range(attempts):
+        try:
+            return qemu('create', *args)
+        except subprocess.CalledProcessError as error:
+            if b'accurate CPU usage' not in error.stderr or \
+                    attempt == attempts - 1:
+                raise
+
+
 def virtual_size(path, qemu_format):
     return json.loads(qemu('info', '-f', qemu_format, '--output=json',
                            path))['virtual-size']

@@ -11,6 +11,7 @@ import pytest
 
 from nova_xhv import translate
 from nova_xhv.translate import qemu_img
+from nova_xhv.translate import stream_convert
 from tests.fixtures import disks
 from tests.fixtures import http_range
 from tests.functional.translate import helpers
@@ -247,9 +248,17 @@ def test_remote_source_converts(served, tmp_path, launches, name, fmt):
     for argv in launches.calls:
         assert not any('pa55' in arg for arg in argv)
         assert not any(server.url(name) in arg for arg in argv)
-    convert = [a for a in launches.calls if 'convert' in a][0]
-    assert '"driver": "nbd"' in convert[-2]
-    assert convert[convert.index('-m') + 1] == '8'
+    if fmt == 'vmdk':
+        # A streamOptimized vmdk is decoded by XHV's stream decoder, which
+        # read the source itself (its configuration came on stdin); the
+        # bridge served only the verification's qemu-img compare.
+        assert [a for a in launches.calls if stream_convert.child_argv()[-1]
+                in a]
+        assert not [a for a in launches.calls if 'convert' in a]
+    else:
+        convert = [a for a in launches.calls if 'convert' in a][0]
+        assert '"driver": "nbd"' in convert[-2]
+        assert convert[convert.index('-m') + 1] == '8'
     assert os.listdir(str(scratch)) == []
     # Inspection read bounded ranges, never the whole file.
     inspection = [r for r in server.requests if r[0] == 'GET'][:3]

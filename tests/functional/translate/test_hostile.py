@@ -132,9 +132,9 @@ def qcow2_version_1(case):
 
 def qcow2_encrypted(case):
     path = case.path('luks.qcow2')
-    helpers.qemu('create', '-q', '--object', 'secret,id=s0,data=pw', '-f',
-                 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=s0',
-                 path, str(SIZE))
+    helpers.qemu_create_encrypted(
+        '-q', '--object', 'secret,id=s0,data=pw', '-f', 'qcow2', '-o',
+        'encrypt.format=luks,encrypt.key-secret=s0', path, str(SIZE))
     return path, 'qcow2', translate.UnsafeImage, 'encrypted'
 
 
@@ -170,8 +170,9 @@ def raw_over_the_size_cap(case):
 
 def luks_claimed_raw(case):
     path = case.path('disk.luks')
-    helpers.qemu('create', '-q', '--object', 'secret,id=s0,data=pw', '-f',
-                 'luks', '-o', 'key-secret=s0,iter-time=10', path, '1M')
+    helpers.qemu_create_encrypted(
+        '-q', '--object', 'secret,id=s0,data=pw', '-f', 'luks', '-o',
+        'key-secret=s0,iter-time=10', path, '1M')
     return path, 'raw', translate.FormatMismatch, 'content is luks'
 
 

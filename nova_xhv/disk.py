@@ -8,6 +8,11 @@ import dataclasses
 import os
 import typing
 
+from nova_xhv.translate import remote
+
+# What DiskReader.direct_read returns (the engine takes it as it is).
+DirectRead = remote.DirectRead
+
 
 @dataclasses.dataclass
 class DiskDescriptor:
@@ -74,6 +79,13 @@ class DiskReader(object):
         read is an error, never silently padded.
         """
         raise NotImplementedError()
+
+    def direct_read(self):
+        """A fresh DirectRead for one GET of the whole disk, or None.
+
+        None (the default) means peers read through the exchange endpoint.
+        """
+        return None
 
     def close(self):
         """Release connections or handles; the reader is not used again."""

@@ -85,6 +85,19 @@ vmware_opts = [
                                 'staging_dir first')],
                help='How disks of a powered-off instance are exported for '
                     'a cross-hypervisor move.'),
+    cfg.BoolOpt('direct_datastore_reads', default=True,
+                help='With export_method = datastore, let the destination '
+                     'compute of a cross-hypervisor move read each disk '
+                     'straight from the datastore with a one-time vSphere '
+                     'ticket (AcquireGenericServiceTicket: one GET of that '
+                     'one file) that this compute acquires on the '
+                     'destination\'s signed request, instead of this '
+                     'compute proxying the data through its exchange '
+                     'endpoint. The destination must reach the vCenter/ESXi '
+                     'HTTPS endpoint; it verifies it with this compute\'s '
+                     'ca_file (sent along) or its system trust store, and '
+                     'reads through the exchange when the direct read '
+                     'cannot start.'),
     cfg.StrOpt('staging_dir', default='$state_path/xhv-vmware',
                help='Local directory for disks on their way in or out '
                     '(image conversion, exports).'),

@@ -42,6 +42,7 @@ CHUNK = 1024 * 1024
 MAX_CONTROL_BODY = 1024 * 1024
 _RANGE = re.compile(r'^bytes=(\d*)-(\d*)$')
 _DISK_PATH = re.compile(r'^/disks/([A-Za-z0-9_-]{8,64})$')
+_DIRECT_PATH = re.compile(r'^/disks/([A-Za-z0-9_-]{8,64})/direct$')
 _STAGE_PATH = re.compile(r'^/stage/([A-Za-z0-9_.-]{1,128})$')
 
 
@@ -230,6 +231,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass  # already gone
 
+    def _direct_read(self, disk_id):
+        """A one-time credential to read the disk where it is stored."""
+        reader = self._disk_reader(disk_id)
+        if reader is None:
+            return self._error(401, 'unknown disk or bad token', {
+                'WWW-Authenticate': 'Basic realm="xhv-exchange"'})
+        try:
+            direct = reader.direct_read()
+        except Exception as error:
+            # The exchange path still works: say so, and why not direct.
+            LOG.warning('exchange: no direct read of %r: %s', reader, error)
+            return self._error(404, 'no direct read: %s' % error)
+        if direct is None:
+            return self._error(404, 'this disk is read through the exchange')
+        LOG.info('exchange: handed %s a direct read of %r',
+                 self.client_address[0], reader)
+        return self._send_json(200, direct.to_dict())
+
     # -- control -----------------------------------------------------------
 
     def _control(self):
@@ -280,6 +299,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         match = _DISK_PATH.match(path)
         if match and self.command in ('GET', 'HEAD'):
             return self._serve_disk(match.group(1))
+        match = _DIRECT_PATH.match(path)
+        if match and self.command == 'POST':
+            return self._direct_read(match.group(1))
         return self._control()
 
     do_GET = do_HEAD = do_POST = do_DELETE = _dispatch

@@ -26,6 +26,7 @@ from nova import context as nova_context
 from nova import objects
 from nova import utils as nova_utils
 from oslo_log import log as logging
+import requests
 
 from nova_xhv import disk as xhv_disk
 from nova_xhv.migration import exchange
@@ -219,6 +220,7 @@ class Stager(object):
             source = translate.RemoteSource(
                 disk.url, format=disk.format, username=item['disk_id'],
                 password=item['token'], **self._remote_options)
+            source.direct = self._direct_read(job, source)
 
             def progress(percent, _before=done_before, _size=disk):
                 self._set(job, percent=int(
@@ -265,6 +267,43 @@ class Stager(object):
         self.journal.write(job.key, {
             'instance_uuid': instance.uuid, 'role': 'destination',
             'staged': [d.to_dict() for d in staged]})
+
+    def _direct_read(self, job, source):
+        """The source's one-time direct read of a disk, or None.
+
+        None: the disk is read through the source's exchange endpoint (the
+        source offers none, refuses, or asks for an unverified read while
+        this compute verifies its peers).
+        """
+        ask = translate.RemoteSource(
+            source.url + '/direct', username=source.username,
+            password=source.password, **self._remote_options)
+        try:
+            with ask.session() as session:
+                response = session.post(ask.url, timeout=60)
+                answer = response.json() if response.status_code == 200 \
+                    else None
+        except (requests.RequestException, ValueError) as error:
+            LOG.info('Move %s: no direct read offered (%s); reading through '
+                     'the source\'s exchange', job.key, error)
+            return None
+        if answer is None:
+            LOG.debug('Move %s: the source reads %s through its exchange '
+                      '(HTTP %d)', job.key, source.url, response.status_code)
+            return None
+        direct = translate.DirectRead(
+            url=answer['url'], headers=dict(answer['headers']),
+            ca_pem=answer.get('ca_pem'),
+            insecure=bool(answer.get('insecure')))
+        if direct.insecure and not self._remote_options.get('insecure'):
+            LOG.warning('Move %s: the source offers an unverified direct read '
+                        'of %s; this compute verifies its peers, so it reads '
+                        'through the source\'s exchange instead', job.key,
+                        direct.url)
+            return None
+        LOG.info('Move %s: reading %s directly from %s', job.key,
+                 source.url, direct.url)
+        return direct
 
     @staticmethod
     def _set(job, **values):

@@ -42,4 +42,5 @@ from nova_xhv.translate.exceptions import UnsupportedFormat  # noqa: F401
 from nova_xhv.translate.formats import native_format  # noqa: F401
 from nova_xhv.translate.inspect import ImageInfo  # noqa: F401
 from nova_xhv.translate.inspect import inspect_image  # noqa: F401
+from nova_xhv.translate.remote import DirectRead  # noqa: F401
 from nova_xhv.translate.remote import RemoteSource  # noqa: F401

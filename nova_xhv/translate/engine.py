@@ -293,12 +293,16 @@ def _decode_stream(src_info, tmp_out, to_format, dst_subformat, options,
                     src_info.virtual_size, options.info_limits(), timeout,
                     create_options=formats.create_options(to_format,
                                                           dst_subformat))
-    return qemu_img.run_convert(
+    run = qemu_img.run_convert(
         stream_convert.child_argv(), limits, timeout, progress=progress,
         cancel_event=cancel_event, env=stream_convert.child_env(),
         input_data=stream_convert.child_input(
             src_info, tmp_out, to_format, limits, options.scratch_dir),
         what='the vmdk stream decoder')
+    if run.stderr.strip():
+        # It succeeded another way (e.g. a direct read fell back).
+        LOG.warning('Converting %s: %s', src_info.path, run.stderr.strip())
+    return run
 
 
 def compare(path_a, fmt_a, path_b, fmt_b, options=None, staging_dir=None):

@@ -30,8 +30,10 @@ _PROGRESS_RE = re.compile(rb'\((\d+(?:\.\d+)?)/100%\)')
 _KILL_GRACE = 5.0
 
 Limits = collections.namedtuple('Limits', 'cpu_seconds address_space')
+# stderr: what the converter said on stderr (the tail), even on success.
 ConvertRun = collections.namedtuple('ConvertRun',
-                                    'elapsed bytes_read returncode')
+                                    'elapsed bytes_read returncode stderr',
+                                    defaults=('',))
 
 
 def _execute(*cmd, **kwargs):
@@ -298,4 +300,5 @@ def run_convert(argv, limits, timeout, progress=None, cancel_event=None,
     if progress and percent < 100.0:
         progress(100.0)
     return ConvertRun(elapsed=time.monotonic() - started,
-                      bytes_read=bytes_read, returncode=returncode)
+                      bytes_read=bytes_read, returncode=returncode,
+                      stderr=stderr)

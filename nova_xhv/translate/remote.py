@@ -101,8 +101,35 @@ class _TLSAdapter(adapters.HTTPAdapter):
 
 
 @dataclasses.dataclass
+class DirectRead:
+    """A one-time credential to read a whole disk where it is stored.
+
+    A source whose storage speaks HTTPS (a vSphere datastore) can let a
+    reader fetch the disk itself instead of through the source's own
+    endpoint.  ``headers`` carry the credential, valid for ONE GET of
+    ``url``; ``ca_pem`` is the CA that verifies ``url``'s server (None:
+    the system trust store).  Never logged.
+    """
+
+    url: str
+    headers: typing.Dict[str, str] = dataclasses.field(repr=False)
+    ca_pem: typing.Optional[str] = dataclasses.field(default=None,
+                                                     repr=False)
+    insecure: bool = False
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
 class RemoteSource:
-    """A disk readable over HTTP(S) with Range requests."""
+    """A disk readable over HTTP(S) with Range requests.
+
+    ``direct`` (a DirectRead) offers the same bytes once more, in one GET
+    from where they are stored: the stream decoder, which reads a source
+    exactly once front to back, uses it and falls back to ``url`` if it
+    cannot start; inspection and qemu-img always read ``url``.
+    """
 
     url: str
     format: typing.Optional[str] = None
@@ -111,6 +138,10 @@ class RemoteSource:
                                                        repr=False)
     ca_file: typing.Optional[str] = None
     insecure: bool = False
+    headers: typing.Dict[str, str] = dataclasses.field(default_factory=dict,
+                                                       repr=False)
+    direct: typing.Optional[DirectRead] = dataclasses.field(default=None,
+                                                            repr=False)
 
     def __post_init__(self):
         parts = urllib.parse.urlsplit(self.url)
@@ -134,6 +165,7 @@ class RemoteSource:
         session.verify = False if self.insecure else (self.ca_file or True)
         session.mount('https://', _TLSAdapter(
             ssl_context(self.ca_file, self.insecure)))
+        session.headers.update(self.headers)
         return session
 
 

@@ -98,7 +98,10 @@ def child_input(src_info, output, to_format, limits, scratch_dir=None):
         config['remote'] = {'url': source.url, 'username': source.username,
                             'password': source.password,
                             'ca_file': source.ca_file,
-                            'insecure': source.insecure}
+                            'insecure': source.insecure,
+                            'headers': source.headers}
+        if source.direct is not None:
+            config['remote']['direct'] = source.direct.to_dict()
     return (json.dumps(config) + '\n').encode()
 
 
@@ -120,14 +123,46 @@ class _Progress(object):
             sys.stdout.flush()
 
 
-def _open_source(config):
-    """(read callable, closer, size) of the source, read front to back."""
+def _open_source(config, folder):
+    """(read callable, closer, size) of the source, read front to back.
+
+    A remote source with a direct read is read from where it is stored;
+    when that cannot start (unreachable, refused, not verified), the
+    source's own URL serves, and a line on stderr says why.
+    """
     if 'path' in config:
         f = open(config['path'], 'rb', buffering=0)
         return f.read, f.close, os.fstat(f.fileno()).st_size
-    source = remote.RemoteSource(**config['remote'])
-    session = source.session()
     size = int(config['size'])
+    settings = dict(config['remote'])
+    direct = settings.pop('direct', None)
+    source = remote.RemoteSource(**settings)
+    if direct:
+        try:
+            return _open_stream(_direct_source(direct, folder), size)
+        except exceptions.TranslationError as error:
+            sys.stderr.write('the direct read of %s failed, reading through '
+                             '%s instead: %s\n' % (direct['url'],
+                                                   source.url, error))
+            sys.stderr.flush()
+    return _open_stream(source, size)
+
+
+def _direct_source(direct, folder):
+    ca_file = None
+    if direct.get('ca_pem'):
+        ca_file = os.path.join(folder, 'direct-ca.pem')
+        fd = os.open(ca_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write(direct['ca_pem'])
+    return remote.RemoteSource(direct['url'], headers=direct['headers'],
+                               ca_file=ca_file,
+                               insecure=bool(direct.get('insecure')))
+
+
+def _open_stream(source, size):
+    """One GET of the whole source, checked to be all of it."""
+    session = source.session()
     try:
         response = session.get(source.url, stream=True,
                                timeout=remote.HTTP_TIMEOUT,
@@ -212,7 +247,7 @@ def convert(config):
     os.chmod(folder, 0o700)
     proc = writer = close_source = None
     try:
-        read, close_source, size = _open_source(config)
+        read, close_source, size = _open_source(config, folder)
         proc, writer = _start_qemu_nbd(config, folder)
         if writer.size != int(config['capacity']):
             raise exceptions.ConversionFailed(

@@ -78,6 +78,7 @@ class VMwareBackend(base.Backend):
         self._conf = {name: getattr(conf, name) for name in (
             'cluster_name', 'datacenter', 'datastore_regex', 'vm_folder',
             'default_adapter_type', 'export_method', 'task_timeout',
+            'direct_datastore_reads',
             'transfer_timeout')}
         self._staging_root = conf.staging_dir
         try:
@@ -422,7 +423,9 @@ class VMwareBackend(base.Backend):
             raise errors.VSphereDiskError(
                 path='[%s] %s' % (ds_name, path),
                 detail='the exported disk is gone from the datastore')
-        return self._files.reader(ds_name, path, size)
+        return self._files.reader(
+            ds_name, path, size,
+            direct=self._conf['direct_datastore_reads'])
 
     def release_exported_disks(self, context, instance, disks):
         root = os.path.realpath(self._staging_root)

@@ -6,6 +6,7 @@ import threading
 import urllib.parse
 
 from oslo_log import log as logging
+from pyVmomi import vim
 
 from nova_xhv.backends.vmware import errors
 from nova_xhv.backends.vmware import transfer
@@ -114,8 +115,8 @@ class DatastoreFiles:
                 self._fail(resp, 'HEAD', ds_name, path)
         return int(length)
 
-    def reader(self, ds_name, path, size):
-        return DatastoreReader(self, ds_name, path, size)
+    def reader(self, ds_name, path, size, direct=False):
+        return DatastoreReader(self, ds_name, path, size, direct=direct)
 
 
 class DatastoreReader(xhv_disk.DiskReader):
@@ -129,11 +130,12 @@ class DatastoreReader(xhv_disk.DiskReader):
 
     MAX_IDLE = 4
 
-    def __init__(self, files, ds_name, path, size):
+    def __init__(self, files, ds_name, path, size, direct=False):
         self._files = files
         self.ds_name = ds_name
         self.path = path
         self.size = size
+        self._direct = direct
         self._url = files.url(ds_name, path)
         self._request_path = transfer.request_path(self._url)
         self._idle = []
@@ -184,6 +186,34 @@ class DatastoreReader(xhv_disk.DiskReader):
                 self._give_back(conn)
             else:
                 conn.close()
+
+    def direct_read(self):
+        """A one-time vSphere ticket for one GET of this file, or None.
+
+        vSphere's generic service tickets (SessionManager.
+        AcquireGenericServiceTicket) are good for one request with the
+        method and URL they were acquired for, sent as the
+        ``vmware_cgi_ticket`` cookie: a peer can read this one file once,
+        and nothing else, without our session.
+        """
+        if not self._direct:
+            return None
+        session = self._files.session
+        spec = vim.SessionManager.HttpServiceRequestSpec(
+            method=vim.SessionManager.HttpServiceRequestSpec.Method.httpGet,
+            url=self._url)
+        ticket = session.run(
+            'acquire a ticket to read [%s] %s' % (self.ds_name, self.path),
+            session.content.sessionManager.AcquireGenericServiceTicket,
+            spec=spec)
+        ca_pem = None
+        if session.ca_file and not session.insecure:
+            with open(session.ca_file) as f:
+                ca_pem = f.read()
+        return xhv_disk.DirectRead(
+            url=self._url,
+            headers={'Cookie': 'vmware_cgi_ticket=%s' % ticket.id},
+            ca_pem=ca_pem, insecure=session.insecure)
 
     def close(self):
         with self._lock:

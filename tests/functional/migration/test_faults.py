@@ -8,6 +8,7 @@ the migration is in error, and the destination kept nothing.
 """
 
 import os
+import shutil
 import tempfile
 import threading
 
@@ -21,6 +22,7 @@ from nova_xhv.translate import exceptions as translate_exceptions
 from nova_xhv.translate import qemu_img
 from nova_xhv.translate import remote
 from tests.fixtures import disks
+from tests.fixtures import http_range
 from tests.fixtures import vcsim as vcsim_fixture
 from tests.functional.migration import base
 from tests.functional import nova_base
@@ -82,6 +84,11 @@ class FaultTestCase(base.CrossHypervisorTestCase):
 
     def test_fault_in_transfer(self):
         server, checksum = self.boot_vmware_server()
+        # The exchange path: as with [xhv_vmware] direct_datastore_reads =
+        # False (the direct path has its own test below).
+        self.stub_out(
+            'nova_xhv.backends.vmware.datastore.DatastoreReader.direct_read',
+            lambda reader: None)
         inspected = threading.Event()
         refused = []
         real_inspect = remote.inspect_remote
@@ -107,6 +114,35 @@ class FaultTestCase(base.CrossHypervisorTestCase):
                       flaky_serve)
         server = self.migrate_expecting_rollback(server, base.KVM)
         self.assertTrue(refused)
+        self.assert_back_on_vmware(server, checksum)
+
+    def test_fault_in_direct_transfer(self):
+        # The destination streams the disk straight from "the datastore"
+        # (here a copy served by a Range server that dies midway, with its
+        # own CA): the move rolls back like any transfer fault.
+        server, checksum = self.boot_vmware_server()
+        folder = tempfile.mkdtemp(prefix='datastore-', dir=self.workdir)
+        stored = self.guest_disk_file(server)
+        shutil.copy(stored, os.path.join(folder, 'disk.vmdk'))
+        size = os.path.getsize(stored)
+        tls = http_range.make_tls_files(folder)
+        store = http_range.RangeServerProcess(folder, tls=tls,
+                                              cut=(size // 2, size))
+        self.addCleanup(store.stop)
+        with open(tls.ca) as f:
+            ca_pem = f.read()
+
+        def dying_direct_read(reader):
+            return translate.DirectRead(
+                url=store.url('disk.vmdk'), headers={}, ca_pem=ca_pem)
+
+        self.stub_out(
+            'nova_xhv.backends.vmware.datastore.DatastoreReader.direct_read',
+            dying_direct_read)
+        server = self.migrate_expecting_rollback(server, base.KVM)
+        store.stop()
+        self.assertEqual(['bytes=0-%d' % (size - 1)],
+                         [r[2] for r in store.requests])
         self.assert_back_on_vmware(server, checksum)
 
     def test_fault_in_inspection(self):

@@ -2,6 +2,7 @@
 
 import os
 
+from nova_xhv.backends.vmware import datastore
 from nova_xhv import translate
 from nova_xhv.translate import remote
 from tests.fixtures import disks
@@ -28,6 +29,14 @@ class TestVMwareToKVM(base.CrossHypervisorTestCase):
         self.assertEqual(base.KVM, server['OS-EXT-SRV-ATTR:host'])
         # The staged copy finished before the source returned.
         self.assertEqual(100, server['progress'])
+        # KVM read the disk straight from the datastore with a one-time
+        # vSphere ticket (vcsim's patch 0004 checks it), not through the
+        # vSphere compute's exchange, and never logged the ticket.
+        log = self.stdlog.logger.output
+        self.assertIn('directly from https://%s:%d/folder/' % (
+            self.vcsim.host, self.vcsim.port), log)
+        self.assertNotIn('the direct read of', log)
+        self.assertNotIn('vmware_cgi_ticket=', log)
         # The guest booted on KVM from the translated disk.
         self.wait_for_console_marker(server, disks.BOOT_MARKER)
         disk = self.kvm_disk(server)
@@ -58,6 +67,39 @@ class TestVMwareToKVM(base.CrossHypervisorTestCase):
         self._delete_server(server)
         nova_base.wait_for(lambda: not self.hypervisor_guest_exists(server),
                            30, what='server gone')
+
+    def test_spent_ticket_falls_back_to_the_exchange(self):
+        self.start_vmware()
+        self.start_kvm()
+        image_id, raw = self.make_vmware_image()
+        server = self.boot_on(base.VMW, image_id)
+        real_direct_read = datastore.DatastoreReader.direct_read
+        spent = []
+
+        def spent_ticket(reader):
+            direct = real_direct_read(reader)
+            # Someone used the ticket first: vSphere (and vcsim with patch
+            # 0004) honours a ticket once.
+            with translate.RemoteSource(
+                    direct.url, headers=direct.headers,
+                    ca_file=self.vcsim.ca_file).session() as session:
+                spent.append(session.get(direct.url, headers={
+                    'Range': 'bytes=0-0'}, timeout=30).status_code)
+            return direct
+
+        self.stub_out(
+            'nova_xhv.backends.vmware.datastore.DatastoreReader.direct_read',
+            spent_ticket)
+        server = self._migrate_server(server, host=base.KVM)
+        self.assertEqual([206], spent)
+        self.wait_for_console_marker(server, disks.BOOT_MARKER)
+        self.assertTrue(base.same_guest_data(self.kvm_disk(server), 'qcow2',
+                                             raw, 'raw'))
+        log = self.stdlog.logger.output
+        self.assertIn('the direct read of https://', log)
+        self.assertIn('HTTP 401', log)
+        self.assertNotIn('vmware_cgi_ticket=', log)
+        self._confirm_resize(server)
 
     def test_revert_powers_the_untouched_vmware_original_back_on(self):
         self.start_vmware()

@@ -5,6 +5,7 @@ result is checked against qemu-img's own reading of the same file (the
 engine with ``vmdk_stream_decoder=False``) with ``qemu-img compare``.
 """
 
+import base64
 import os
 import struct
 import subprocess
@@ -209,3 +210,64 @@ def test_other_targets_still_go_through_qemu_img(tmp_path, launches):
     translate.convert(src, out, 'vhdx')
     assert not decoder_runs(launches)
     assert translate.compare(out, 'vhdx', raw, 'raw')
+
+
+@pytest.fixture
+def storage(served, tmp_path):
+    """Where the disk is "stored": a second server, its own CA and login."""
+    server, _raw, _extents, _tls = served
+    folder = tmp_path / 'storage-tls'
+    folder.mkdir()
+    tls = http_range.make_tls_files(str(folder))
+    with http_range.RangeServer(server.folder, username='ticket',
+                                password='one-time', tls=tls) as store:
+        yield store, tls
+
+
+def _direct(store, tls, password='one-time', ca=None):
+    login = base64.b64encode(('ticket:%s' % password).encode()).decode()
+    with open(ca or tls.ca) as f:
+        ca_pem = f.read()
+    return translate.DirectRead(url=store.url('guest.vmdk'),
+                                headers={'Authorization': 'Basic ' + login},
+                                ca_pem=ca_pem)
+
+
+def test_direct_read_streams_from_storage(served, storage, tmp_path,
+                                          launches):
+    server, raw, _extents, tls = served
+    store, store_tls = storage
+    source = _remote(server, tls)
+    source.direct = _direct(store, store_tls)
+    out = str(tmp_path / 'out.qcow2')
+    translate.convert(source, out, 'qcow2')
+    assert translate.compare(out, 'qcow2', raw, 'raw')
+    size = os.path.getsize(os.path.join(server.folder, 'guest.vmdk'))
+    # The storage served the one GET of the stream; the source only the
+    # inspection's ranges.
+    assert [r[2] for r in store.requests] == ['bytes=0-%d' % (size - 1)]
+    assert server.bytes_sent < 8 * MiB
+    for argv in launches.calls:
+        assert not any('one-time' in arg or 'BEGIN CERT' in arg
+                       for arg in argv)
+
+
+@pytest.mark.parametrize('problem', ['refused', 'unverified'])
+def test_direct_read_that_cannot_start_falls_back(served, storage, tmp_path,
+                                                  caplog, problem):
+    server, raw, _extents, tls = served
+    store, store_tls = storage
+    source = _remote(server, tls)
+    if problem == 'refused':  # a used or expired ticket: 401
+        source.direct = _direct(store, store_tls, password='used')
+    else:  # a certificate the given CA did not sign
+        source.direct = _direct(store, store_tls, ca=tls.ca)
+    out = str(tmp_path / 'out.qcow2')
+    translate.convert(source, out, 'qcow2')
+    assert translate.compare(out, 'qcow2', raw, 'raw')
+    size = os.path.getsize(os.path.join(server.folder, 'guest.vmdk'))
+    assert server.bytes_sent >= size  # the stream came from the source
+    assert store.bytes_sent == 0
+    assert 'the direct read of %s failed' % store.url('guest.vmdk') in \
+        caplog.text
+    assert 'one-time' not in caplog.text

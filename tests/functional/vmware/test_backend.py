@@ -467,3 +467,51 @@ def test_two_disks_keep_their_order_through_import_and_export(
                                           'data'), 'vmdk', data_raw, 'raw')
     backend.release_exported_disks(None, instance, exported)
     backend.destroy(None, instance, [])
+
+
+def test_direct_read_is_one_ticket_for_one_get_of_one_file(
+        make_backend, vcsim, guest_disk):
+    backend = make_backend()
+    instance = make_instance()
+    _stage_and_spawn(backend, instance, guest_disk, power_on=False)
+    exported = backend.export_disks(None, instance)
+    reader = backend.open_exported_disk(exported[0])
+    stored = os.path.join(vcsim.datastore_dir(), instance.uuid,
+                          os.path.basename(exported[0].handle.split()[-1]))
+    with open(stored, 'rb') as f:
+        head = f.read(512)
+
+    def get(direct, url=None, method='GET'):
+        source = translate.RemoteSource(direct.url, headers=direct.headers,
+                                        ca_file=vcsim.ca_file)
+        with source.session() as session:
+            return session.request(method, url or direct.url, headers={
+                'Range': 'bytes=0-511'}, timeout=30)
+
+    try:
+        direct = reader.direct_read()
+        assert direct.url == exported[0].url
+        assert direct.headers['Cookie'].startswith('vmware_cgi_ticket=')
+        with open(vcsim.ca_file) as f:
+            assert direct.ca_pem == f.read()
+        assert not direct.insecure
+        response = get(direct)
+        assert response.status_code == 206 and response.content == head
+        # Once only (patch 0004 makes vcsim check tickets as vSphere does).
+        assert get(direct).status_code == 401
+        # Only the method and the file it was acquired for.
+        assert get(reader.direct_read(), method='PUT').status_code == 401
+        other = exported[0].url.replace('.vmdk', '-other.vmdk')
+        assert get(reader.direct_read(), url=other).status_code == 401
+        # Each ask is a new ticket.
+        assert get(reader.direct_read()).status_code == 206
+    finally:
+        reader.close()
+    backend.release_exported_disks(None, instance, exported)
+    # Operators can keep the data on the exchange path.
+    proxied = make_backend(direct_datastore_reads=False)
+    reader = proxied.open_exported_disk(exported[0])
+    try:
+        assert reader.direct_read() is None
+    finally:
+        reader.close()

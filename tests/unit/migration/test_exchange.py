@@ -6,6 +6,7 @@ qemu-img reading a published disk through its curl driver.
 
 import base64
 import http.client
+import json
 import os
 import ssl
 import time
@@ -311,3 +312,68 @@ def test_ssl_context_refuses_old_protocols(tls_server, certs):
     with pytest.raises((ssl.SSLError, OSError)):
         conn.request('GET', '/ping')
         conn.getresponse()
+
+
+class _DirectReader(xhv_disk.LocalFileReader):
+    """A local disk that also offers direct reads (like a datastore)."""
+
+    def __init__(self, path, fail=False):
+        super().__init__(path)
+        self.minted = 0
+        self._fail = fail
+
+    def direct_read(self):
+        if self._fail:
+            raise OSError('vCenter said no')
+        self.minted += 1
+        return xhv_disk.DirectRead(
+            url='https://vcenter.example/folder/d.vmdk?dsName=ds1',
+            headers={'Cookie': 'vmware_cgi_ticket=t-%d' % self.minted},
+            ca_pem='-----BEGIN CERTIFICATE-----\n...')
+
+
+def test_direct_read_needs_the_disk_token_and_mints_one_per_ask(
+        http_server, guest_disk, caplog):
+    _raw, qcow2, _extents = guest_disk
+    reader = _DirectReader(qcow2)
+    disk_id, token = http_server.publisher.publish(reader)
+    path = '/disks/%s/direct' % disk_id
+    for auth in (None, (disk_id, 'wrong'), ('other-id', token)):
+        response, _ = _get(http_server, path, auth, method='POST')
+        assert response.status == 401
+    assert reader.minted == 0
+    answers = []
+    for _ in range(2):
+        response, body = _get(http_server, path, (disk_id, token),
+                              method='POST')
+        assert response.status == 200
+        answers.append(json.loads(body))
+    assert reader.minted == 2
+    assert answers[0]['url'] == \
+        'https://vcenter.example/folder/d.vmdk?dsName=ds1'
+    assert answers[0]['headers'] == {'Cookie': 'vmware_cgi_ticket=t-1'}
+    assert answers[1]['headers'] == {'Cookie': 'vmware_cgi_ticket=t-2'}
+    assert answers[0]['ca_pem'].startswith('-----BEGIN CERTIFICATE-----')
+    # Credentials never reach the log.
+    assert 'vmware_cgi_ticket' not in caplog.text
+    # GET is not how a direct read is asked for.
+    response, _ = _get(http_server, path, (disk_id, token))
+    assert response.status != 200
+    http_server.publisher.revoke(disk_id)
+    response, _ = _get(http_server, path, (disk_id, token), method='POST')
+    assert response.status == 401
+
+
+def test_no_direct_read_is_a_404_and_the_disk_still_reads(http_server,
+                                                          guest_disk):
+    _raw, qcow2, _extents = guest_disk
+    for reader in (xhv_disk.LocalFileReader(qcow2),
+                   _DirectReader(qcow2, fail=True)):
+        disk_id, token = http_server.publisher.publish(reader)
+        response, body = _get(http_server, '/disks/%s/direct' % disk_id,
+                              (disk_id, token), method='POST')
+        assert response.status == 404
+        response, body = _get(http_server, '/disks/' + disk_id,
+                              (disk_id, token), {'Range': 'bytes=0-511'})
+        assert response.status == 206 and len(body) == 512
+        http_server.publisher.revoke(disk_id)

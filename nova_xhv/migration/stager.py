@@ -281,20 +281,24 @@ class Stager(object):
         try:
             with ask.session() as session:
                 response = session.post(ask.url, timeout=60)
-                answer = response.json() if response.status_code == 200 \
-                    else None
-        except (requests.RequestException, ValueError) as error:
-            LOG.info('Move %s: no direct read offered (%s); reading through '
-                     'the source\'s exchange', job.key, error)
+                if response.status_code != 200:
+                    LOG.debug('Move %s: the source reads %s through its '
+                              'exchange (HTTP %d)', job.key, source.url,
+                              response.status_code)
+                    return None
+                answer = response.json()
+            direct = translate.DirectRead(
+                url=answer['url'], headers=dict(answer['headers']),
+                ca_pem=answer.get('ca_pem'),
+                insecure=bool(answer.get('insecure')))
+            # A malformed URL is refused here, not in the conversion.
+            translate.RemoteSource(direct.url)
+        except (requests.RequestException, translate.TranslationError,
+                ValueError, KeyError, TypeError, AttributeError) as error:
+            LOG.info('Move %s: no usable direct read offered (%s: %s); '
+                     'reading through the source\'s exchange', job.key,
+                     type(error).__name__, error)
             return None
-        if answer is None:
-            LOG.debug('Move %s: the source reads %s through its exchange '
-                      '(HTTP %d)', job.key, source.url, response.status_code)
-            return None
-        direct = translate.DirectRead(
-            url=answer['url'], headers=dict(answer['headers']),
-            ca_pem=answer.get('ca_pem'),
-            insecure=bool(answer.get('insecure')))
         if direct.insecure and not self._remote_options.get('insecure'):
             LOG.warning('Move %s: the source offers an unverified direct read '
                         'of %s; this compute verifies its peers, so it reads '

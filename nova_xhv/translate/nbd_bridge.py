@@ -34,7 +34,7 @@ import threading
 
 import requests
 
-from nova_xhv.translate import nbd_client
+from nova_xhv.translate import nbd_protocol as nbd
 from nova_xhv.translate import remote
 
 BLOCK = 1024 * 1024
@@ -43,24 +43,7 @@ KEEP_BEHIND = 8  # blocks kept behind the furthest read (re-reads, tables)
 MAX_DIRECT = 16  # directly fetched blocks kept (headers, tables)
 HTTP_TIMEOUT = 60
 
-_NBDMAGIC = b'NBDMAGIC'
-_IHAVEOPT = 0x49484156454F5054
-_REPLY_MAGIC = 0x3e889045565a9
-_REQUEST_MAGIC = 0x25609513
-_SIMPLE_REPLY_MAGIC = 0x67446698
-_FLAG_FIXED_NEWSTYLE = 1
-_FLAG_NO_ZEROES = 2
-_OPT_EXPORT_NAME = 1
-_OPT_ABORT = 2
-_OPT_INFO = 6
-_OPT_GO = 7
-_REP_ACK = 1
-_REP_INFO = 3
-_REP_ERR_UNSUP = 2 ** 31 + 1
-_INFO_EXPORT = 0
-_TX_FLAGS = 1 | 2  # HAS_FLAGS | READ_ONLY
-_CMD_READ = 0
-_CMD_DISC = 2
+_TX_FLAGS = nbd.TX_HAS_FLAGS | nbd.TX_READ_ONLY
 _EIO = 5
 _EPERM = 1
 _EINVAL = 22
@@ -403,15 +386,15 @@ class NBDServer(object):
             header = _recv(conn, 28)
             magic, _flags, kind, handle, offset, length = struct.unpack(
                 '>IHHQQI', header)
-            if magic != _REQUEST_MAGIC or kind == _CMD_DISC:
+            if magic != nbd.REQUEST_MAGIC or kind == nbd.CMD_DISC:
                 return
-            if kind != _CMD_READ:
-                conn.sendall(struct.pack('>IIQ', _SIMPLE_REPLY_MAGIC,
+            if kind != nbd.CMD_READ:
+                conn.sendall(struct.pack('>IIQ', nbd.SIMPLE_REPLY_MAGIC,
                                          _EPERM if kind in (1, 4, 6)
                                          else _EINVAL, handle))
                 continue
             if length > _MAX_READ:
-                conn.sendall(struct.pack('>IIQ', _SIMPLE_REPLY_MAGIC,
+                conn.sendall(struct.pack('>IIQ', nbd.SIMPLE_REPLY_MAGIC,
                                          _EINVAL, handle))
                 continue
             try:
@@ -419,38 +402,38 @@ class NBDServer(object):
             except SourceError as error:
                 sys.stderr.write('%s\n' % error)
                 sys.stderr.flush()
-                conn.sendall(struct.pack('>IIQ', _SIMPLE_REPLY_MAGIC, _EIO,
+                conn.sendall(struct.pack('>IIQ', nbd.SIMPLE_REPLY_MAGIC, _EIO,
                                          handle))
                 continue
-            reply = struct.pack('>IIQ', _SIMPLE_REPLY_MAGIC, 0, handle)
-            nbd_client.send_parts(conn, [reply] + data)
+            reply = struct.pack('>IIQ', nbd.SIMPLE_REPLY_MAGIC, 0, handle)
+            nbd.send_parts(conn, [reply] + data)
 
     def _handshake(self, conn):
         size = self._source.export_size
-        conn.sendall(_NBDMAGIC + struct.pack(
-            '>QH', _IHAVEOPT, _FLAG_FIXED_NEWSTYLE | _FLAG_NO_ZEROES))
+        conn.sendall(nbd.NBDMAGIC + struct.pack(
+            '>QH', nbd.IHAVEOPT, nbd.FLAG_FIXED_NEWSTYLE | nbd.FLAG_NO_ZEROES))
         (client_flags,) = struct.unpack('>I', _recv(conn, 4))
-        no_zeroes = bool(client_flags & _FLAG_NO_ZEROES)
+        no_zeroes = bool(client_flags & nbd.FLAG_NO_ZEROES)
         while True:
             magic, option, length = struct.unpack('>QII', _recv(conn, 16))
-            if magic != _IHAVEOPT or length > 65536:
+            if magic != nbd.IHAVEOPT or length > 65536:
                 return False
             _recv(conn, length)
-            if option == _OPT_EXPORT_NAME:
+            if option == nbd.OPT_EXPORT_NAME:
                 conn.sendall(struct.pack('>QH', size, _TX_FLAGS)
                              + (b'' if no_zeroes else b'\0' * 124))
                 return True
-            if option in (_OPT_GO, _OPT_INFO):
-                info = struct.pack('>HQH', _INFO_EXPORT, size, _TX_FLAGS)
-                _reply(conn, option, _REP_INFO, info)
-                _reply(conn, option, _REP_ACK)
-                if option == _OPT_GO:
+            if option in (nbd.OPT_GO, nbd.OPT_INFO):
+                info = struct.pack('>HQH', nbd.INFO_EXPORT, size, _TX_FLAGS)
+                _reply(conn, option, nbd.REP_INFO, info)
+                _reply(conn, option, nbd.REP_ACK)
+                if option == nbd.OPT_GO:
                     return True
                 continue
-            if option == _OPT_ABORT:
-                _reply(conn, option, _REP_ACK)
+            if option == nbd.OPT_ABORT:
+                _reply(conn, option, nbd.REP_ACK)
                 return False
-            _reply(conn, option, _REP_ERR_UNSUP)
+            _reply(conn, option, nbd.REP_ERR_UNSUP)
 
 
 class _ClientGone(Exception):
@@ -468,7 +451,7 @@ def _recv(conn, length):
 
 
 def _reply(conn, option, kind, data=b''):
-    conn.sendall(struct.pack('>QIII', _REPLY_MAGIC, option, kind, len(data))
+    conn.sendall(struct.pack('>QIII', nbd.REPLY_MAGIC, option, kind, len(data))
                  + data)
 
 

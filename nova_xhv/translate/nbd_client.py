@@ -14,23 +14,8 @@ import os
 import socket
 import struct
 
-_NBDMAGIC = b'NBDMAGIC'
-_IHAVEOPT = 0x49484156454F5054
-_REPLY_MAGIC = 0x3e889045565a9
-_REQUEST_MAGIC = 0x25609513
-_SIMPLE_REPLY_MAGIC = 0x67446698
-_FLAG_FIXED_NEWSTYLE = 1
-_FLAG_NO_ZEROES = 2
-_OPT_GO = 7
-_REP_ACK = 1
-_REP_INFO = 3
-_INFO_EXPORT = 0
-_TX_HAS_FLAGS = 1
-_TX_READ_ONLY = 2
-_TX_SEND_FLUSH = 4
-_CMD_WRITE = 1
-_CMD_DISC = 2
-_CMD_FLUSH = 3
+from nova_xhv.translate import nbd_protocol as nbd
+
 _REQUEST = struct.Struct('>IHHQQI')
 _REPLY = struct.Struct('>IIQ')
 # qemu-nbd takes up to 32 MiB per request, but allocates a buffer for each:
@@ -53,7 +38,7 @@ class NBDWriter(object):
         self._in_flight = collections.OrderedDict()
         self._next_handle = 1
         self.size, self._flags = self._handshake(export_name)
-        if self._flags & _TX_READ_ONLY:
+        if self._flags & nbd.TX_READ_ONLY:
             raise NBDError('the NBD export is read-only')
         self.bytes_written = 0
 
@@ -78,27 +63,27 @@ class NBDWriter(object):
 
     def _handshake(self, export_name):
         magic, opt_magic, flags = struct.unpack('>8sQH', self._recv(18))
-        if magic != _NBDMAGIC or opt_magic != _IHAVEOPT or \
-                not flags & _FLAG_FIXED_NEWSTYLE:
+        if magic != nbd.NBDMAGIC or opt_magic != nbd.IHAVEOPT or \
+                not flags & nbd.FLAG_FIXED_NEWSTYLE:
             raise NBDError('the server does not speak fixed-newstyle NBD')
         self._sock.sendall(struct.pack(
-            '>I', _FLAG_FIXED_NEWSTYLE | (flags & _FLAG_NO_ZEROES)))
+            '>I', nbd.FLAG_FIXED_NEWSTYLE | (flags & nbd.FLAG_NO_ZEROES)))
         payload = struct.pack('>I', len(export_name)) + export_name + \
             struct.pack('>H', 0)
-        self._sock.sendall(struct.pack('>QII', _IHAVEOPT, _OPT_GO,
+        self._sock.sendall(struct.pack('>QII', nbd.IHAVEOPT, nbd.OPT_GO,
                                        len(payload)) + payload)
         size = tx_flags = None
         while True:
             magic, option, kind, length = struct.unpack(
                 '>QIII', self._recv(20))
-            if magic != _REPLY_MAGIC or option != _OPT_GO or \
+            if magic != nbd.REPLY_MAGIC or option != nbd.OPT_GO or \
                     length > 65536:
                 raise NBDError('malformed NBD option reply')
             data = self._recv(length)
-            if kind == _REP_INFO and length >= 12 and \
-                    struct.unpack('>H', data[:2])[0] == _INFO_EXPORT:
+            if kind == nbd.REP_INFO and length >= 12 and \
+                    struct.unpack('>H', data[:2])[0] == nbd.INFO_EXPORT:
                 size, tx_flags = struct.unpack('>QH', data[2:12])
-            elif kind == _REP_ACK:
+            elif kind == nbd.REP_ACK:
                 break
             elif kind & 0x80000000:
                 raise NBDError('the server refused the export: %s' % (
@@ -115,13 +100,13 @@ class NBDWriter(object):
         if offset < 0 or offset + length > self.size:
             raise NBDError('write of %d bytes at %d is outside the %d-byte '
                            'export' % (length, offset, self.size))
-        self._send(_CMD_WRITE, offset, length, parts)
+        self._send(nbd.CMD_WRITE, offset, length, parts)
         self.bytes_written += length
 
     def flush(self):
         """Wait for every write, then for the server to make them stable."""
-        if self._flags & _TX_SEND_FLUSH:
-            self._send(_CMD_FLUSH, 0, 0, ())
+        if self._flags & nbd.TX_SEND_FLUSH:
+            self._send(nbd.CMD_FLUSH, 0, 0, ())
         while self._in_flight:
             self._reap()
 
@@ -129,8 +114,8 @@ class NBDWriter(object):
         if self._sock is None:
             return
         try:
-            self._sock.sendall(_REQUEST.pack(_REQUEST_MAGIC, 0, _CMD_DISC,
-                                             0, 0, 0))
+            self._sock.sendall(_REQUEST.pack(nbd.REQUEST_MAGIC, 0,
+                                             nbd.CMD_DISC, 0, 0, 0))
         except OSError:
             pass
         self._sock.close()
@@ -141,21 +126,21 @@ class NBDWriter(object):
             self._reap()
         handle = self._next_handle
         self._next_handle += 1
-        header = _REQUEST.pack(_REQUEST_MAGIC, 0, command, handle, offset,
+        header = _REQUEST.pack(nbd.REQUEST_MAGIC, 0, command, handle, offset,
                                length)
-        send_parts(self._sock, [header] + list(parts))
+        nbd.send_parts(self._sock, [header] + list(parts))
         self._in_flight[handle] = (command, offset, length)
 
     def _reap(self):
         magic, error, handle = _REPLY.unpack(self._recv(_REPLY.size))
-        if magic != _SIMPLE_REPLY_MAGIC:
+        if magic != nbd.SIMPLE_REPLY_MAGIC:
             raise NBDError('malformed NBD reply')
         request = self._in_flight.pop(handle, None)
         if request is None:
             raise NBDError('NBD reply for an unknown request')
         if error:
             command, offset, length = request
-            what = 'flush' if command == _CMD_FLUSH else \
+            what = 'flush' if command == nbd.CMD_FLUSH else \
                 'write of %d bytes at %d' % (length, offset)
             raise NBDError('the NBD server failed the %s: %s' % (
                 what, os.strerror(error) if error in errno.errorcode
@@ -169,14 +154,3 @@ class NBDWriter(object):
                 raise NBDError('the NBD server closed the connection')
             data += chunk
         return bytes(data)
-
-
-def send_parts(sock, parts):
-    # One scatter-gather send instead of joining megabytes in Python.
-    while parts:
-        sent = sock.sendmsg(parts)
-        while parts and sent >= len(parts[0]):
-            sent -= len(parts[0])
-            parts.pop(0)
-        if sent:
-            parts[0] = memoryview(parts[0])[sent:]

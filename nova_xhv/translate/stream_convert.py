@@ -25,7 +25,6 @@ then removes the output, as after a failed qemu-img.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -290,7 +289,12 @@ def main():
     try:
         convert(config)
     except (exceptions.TranslationError, vmdk_stream.StreamError,
-            nbd_client.NBDError, OSError, socket.error) as error:
+            nbd_client.NBDError, OSError) as error:
         sys.stderr.write('%s\n' % error)
+        return 1
+    except Exception as error:
+        # e.g. the connection broke mid-stream (urllib3's ProtocolError).
+        sys.stderr.write('reading the source failed: %s: %s\n' % (
+            type(error).__name__, error))
         return 1
     return 0

@@ -238,9 +238,15 @@ class FaultTestCase(base.CrossHypervisorTestCase):
         # Refused at the TLS handshake: not one byte of the disk left.
         self.assertEqual(
             0, self.driver(base.VMW).moves.server.bytes_served)
-        faults = objects.InstanceFaultList.get_by_instance_uuids(
-            self.cell_context(), [server['id']])
-        details = '\n'.join(f.details or '' for f in faults)
+        # Nova records the fault as the exception leaves the compute
+        # manager, just after the rollback set the server ACTIVE: wait.
+
+        def fault_details():
+            faults = objects.InstanceFaultList.get_by_instance_uuids(
+                self.cell_context(), [server['id']])
+            return '\n'.join(f.details or '' for f in faults)
+
+        details = nova_base.wait_for(fault_details, 30, what='the fault')
         self.assertIn('CERTIFICATE_VERIFY_FAILED', details)
         self.assertIn('[xhv] exchange_ca_file (%s)' % other_ca, details)
 

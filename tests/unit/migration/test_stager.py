@@ -192,3 +192,55 @@ def test_refused_source_family_and_bad_requests(tmp_path):
     with pytest.raises(exchange.ControlError) as error:
         stager.stage_status('nope')
     assert error.value.status == 404
+
+
+class _OfferingReader(xhv_disk.LocalFileReader):
+    def __init__(self, path, answer):
+        super().__init__(path)
+        self._answer = answer
+
+    def direct_read(self):
+        return self._answer
+
+
+class _Job(object):
+    key = 'k1'
+
+
+@pytest.mark.parametrize('offer,insecure_peers,taken', [
+    (translate.DirectRead('https://vc.example/folder/d.vmdk',
+                          {'Cookie': 'vmware_cgi_ticket=t'}, 'PEM'),
+     False, True),
+    (translate.DirectRead('https://vc.example/folder/d.vmdk',
+                          {'Cookie': 'vmware_cgi_ticket=t'}, insecure=True),
+     False, False),
+    (translate.DirectRead('https://vc.example/folder/d.vmdk',
+                          {'Cookie': 'vmware_cgi_ticket=t'}, insecure=True),
+     True, True),
+    (translate.DirectRead('ftp://vc.example/d.vmdk', {}), False, False),
+    (None, False, False),
+])
+def test_direct_read_is_asked_for_and_checked(tmp_path, offer,
+                                              insecure_peers, taken):
+    path = str(tmp_path / 'disk.raw')
+    with open(path, 'wb') as f:
+        f.write(b'x' * 4096)
+    server = exchange.ExchangeServer(
+        SECRET, bind_host='127.0.0.1', port=0, advertise_host='127.0.0.1',
+        use_tls=False)
+    server.start()
+    try:
+        disk_id, token = server.publisher.publish(
+            _OfferingReader(path, offer))
+        stager = move_stager.Stager(
+            RecordingBackend(str(tmp_path)), str(tmp_path / 'state'),
+            translate.ConvertOptions(), {'insecure': insecure_peers})
+        source = translate.RemoteSource(server.disk_url(disk_id), 'raw',
+                                        username=disk_id, password=token)
+        direct = stager._direct_read(_Job(), source)
+        assert (direct == offer) if taken else direct is None
+        # A wrong token gets nothing, and the exchange path stays.
+        source.password = 'wrong'
+        assert stager._direct_read(_Job(), source) is None
+    finally:
+        server.stop()

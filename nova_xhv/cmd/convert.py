@@ -90,6 +90,11 @@ def _convert_parser():
                         help='qemu-img -m (1-16, default 8)')
     parser.add_argument('--out-of-order', action='store_true',
                         help='qemu-img -W: allow out-of-order writes')
+    parser.add_argument('--no-vmdk-stream-decoder', action='store_false',
+                        dest='vmdk_stream_decoder',
+                        help='convert a streamOptimized vmdk with qemu-img\'s '
+                             'vmdk driver instead of XHV\'s one-pass stream '
+                             'decoder')
     parser.add_argument('--max-virtual-size-gib', type=int, default=2048,
                         help='refuse disks larger than this (default 2048)')
     parser.add_argument('--ca-file', metavar='PEM',
@@ -179,7 +184,8 @@ def _run_convert(argv):
         max_virtual_size=args.max_virtual_size_gib * GiB,
         rate_limit=max(args.rate_limit, 0), verify=args.verify,
         staging_dir=args.staging_dir, coroutines=args.coroutines,
-        out_of_order=args.out_of_order)
+        out_of_order=args.out_of_order,
+        vmdk_stream_decoder=args.vmdk_stream_decoder)
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     try:
         result = translate.convert(_source(args), args.dst, args.to_format,

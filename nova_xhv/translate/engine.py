@@ -217,11 +217,14 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                     '512: %s cannot hold it exactly; convert to raw or '
                     'qcow2, or resize to a sector multiple first' % (
                         src_info.path, virtual_size, to_format))
-            LOG.info('Converting %s (%s %s, %d bytes) to %s %s',
+            decodes = _decodes_stream(src_info, to_format, options)
+            LOG.info('Converting %s (%s%s, %d bytes) to %s%s with %s',
                      src_info.path, src_info.format,
-                     src_info.subformat or '', virtual_size, to_format,
-                     dst_subformat or '')
-            if _decodes_stream(src_info, to_format, options):
+                     ' ' + src_info.subformat if src_info.subformat else '',
+                     virtual_size, to_format,
+                     ' ' + dst_subformat if dst_subformat else '',
+                     'the vmdk stream decoder' if decodes else 'qemu-img')
+            if decodes:
                 run = _decode_stream(src_info, tmp_out, to_format,
                                      dst_subformat, options, limits,
                                      timeout, progress, cancel_event)

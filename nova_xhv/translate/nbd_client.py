@@ -128,7 +128,11 @@ class NBDWriter(object):
         self._next_handle += 1
         header = _REQUEST.pack(nbd.REQUEST_MAGIC, 0, command, handle, offset,
                                length)
-        nbd.send_parts(self._sock, [header] + list(parts))
+        try:
+            nbd.send_parts(self._sock, [header] + list(parts))
+        except OSError as error:
+            raise NBDError('the NBD server closed the connection: %s'
+                           % error)
         self._in_flight[handle] = (command, offset, length)
 
     def _reap(self):
@@ -149,7 +153,11 @@ class NBDWriter(object):
     def _recv(self, length):
         data = bytearray()
         while len(data) < length:
-            chunk = self._sock.recv(length - len(data))
+            try:
+                chunk = self._sock.recv(length - len(data))
+            except OSError as error:
+                raise NBDError('the NBD server closed the connection: %s'
+                               % error)
             if not chunk:
                 raise NBDError('the NBD server closed the connection')
             data += chunk

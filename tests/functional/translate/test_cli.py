@@ -34,9 +34,18 @@ def test_convert_is_quiet_without_a_terminal(tmp_path):
     assert (data['format'], data['subformat'], data['virtual_size'],
             data['safe']) == ('vmdk', 'streamOptimized', 8 * MiB, True)
     back = str(tmp_path / 'back.raw')
-    assert xhv_convert(dst, back, '--to', 'raw', '--from', 'vmdk'
-                       ).returncode == 0
+    done = xhv_convert(dst, back, '--to', 'raw', '--from', 'vmdk',
+                       '--debug')
+    assert done.returncode == 0, done.stderr
+    assert 'with the vmdk stream decoder' in done.stderr
     assert disks.check_extents(back, extents)
+    # The same through qemu-img's vmdk driver, as the flag asks.
+    again = str(tmp_path / 'again.raw')
+    done = xhv_convert(dst, again, '--to', 'raw', '--debug',
+                       '--no-vmdk-stream-decoder')
+    assert done.returncode == 0, done.stderr
+    assert 'to raw with qemu-img' in done.stderr
+    assert disks.check_extents(again, extents)
 
 
 def test_refusal_is_one_line_and_exit_1(tmp_path):

@@ -291,8 +291,10 @@ class Stager(object):
                 url=answer['url'], headers=dict(answer['headers']),
                 ca_pem=answer.get('ca_pem'),
                 insecure=bool(answer.get('insecure')))
-            # A malformed URL is refused here, not in the conversion.
-            translate.RemoteSource(direct.url)
+            # Storage is read over verified HTTPS only; a malformed URL is
+            # refused here, not in the conversion.
+            if translate.RemoteSource(direct.url).scheme != 'https':
+                raise ValueError('not an https:// URL: %s' % direct.url)
         except (requests.RequestException, translate.TranslationError,
                 ValueError, KeyError, TypeError, AttributeError) as error:
             LOG.info('Move %s: no usable direct read offered (%s: %s); '

@@ -218,6 +218,8 @@ class _Job(object):
                           {'Cookie': 'vmware_cgi_ticket=t'}, insecure=True),
      True, True),
     (translate.DirectRead('ftp://vc.example/d.vmdk', {}), False, False),
+    (translate.DirectRead('http://vc.example/folder/d.vmdk', {}), False,
+     False),
     (None, False, False),
 ])
 def test_direct_read_is_asked_for_and_checked(tmp_path, offer,

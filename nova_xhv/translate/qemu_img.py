@@ -227,7 +227,8 @@ def run_convert(argv, limits, timeout, progress=None, cancel_event=None,
                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                   start_new_session=True, env=env)
     if input_data is not None:
-        # One short line: fits the pipe, so this never blocks.
+        # The child reads this before anything else, so a line larger
+        # than the pipe (a CA bundle inside) only waits for it.
         try:
             proc.stdin.write(input_data)
             proc.stdin.close()

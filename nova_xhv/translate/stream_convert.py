@@ -199,16 +199,16 @@ def _start_qemu_nbd(config, folder):
         # output; the engine inspects and links the file afterwards.
         '--cache=unsafe', '--discard=ignore',
         config['output']]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    # Its messages go to a file: a pipe nobody reads could fill and stall it.
+    with open(os.path.join(folder, 'qemu-nbd.log'), 'wb') as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + _STARTUP_TIMEOUT
     while True:
         if proc.poll() is not None:
             raise exceptions.ConversionFailed(
                 'qemu-nbd exited with %s before serving the output'
-                % proc.returncode, proc.returncode,
-                proc.stderr.read().decode('utf-8', 'replace'))
+                % proc.returncode, proc.returncode, _qemu_nbd_log(folder))
         if os.path.exists(sock_path):
             try:
                 return proc, nbd_client.NBDWriter.connect_unix(sock_path)
@@ -219,6 +219,14 @@ def _start_qemu_nbd(config, folder):
             raise exceptions.ConversionFailed(
                 'qemu-nbd did not listen within %.0f s' % _STARTUP_TIMEOUT)
         time.sleep(0.01)  # polling a socket file that qemu-nbd creates
+
+
+def _qemu_nbd_log(folder):
+    try:
+        with open(os.path.join(folder, 'qemu-nbd.log'), 'rb') as f:
+            return f.read()[-4000:].decode('utf-8', 'replace')
+    except OSError:
+        return ''
 
 
 def _copy(decoder, writer, progress):
@@ -267,8 +275,7 @@ def convert(config):
         if returncode:
             raise exceptions.ConversionFailed(
                 'qemu-nbd exited with %d while writing the output'
-                % returncode, returncode,
-                proc.stderr.read().decode('utf-8', 'replace'))
+                % returncode, returncode, _qemu_nbd_log(folder))
         progress.update(decoder.consumed, force=True)
     finally:
         if writer is not None:
@@ -276,8 +283,6 @@ def convert(config):
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
-        if proc is not None:
-            proc.stderr.close()
         if close_source is not None:
             close_source()
         shutil.rmtree(folder, ignore_errors=True)

@@ -271,3 +271,18 @@ def test_direct_read_that_cannot_start_falls_back(served, storage, tmp_path,
     assert 'the direct read of %s failed' % store.url('guest.vmdk') in \
         caplog.text
     assert 'one-time' not in caplog.text
+
+
+def test_qemu_nbd_that_cannot_open_the_output_is_named(tmp_path):
+    src, _raw, _extents = make_stream(tmp_path)
+    config = {'output': str(tmp_path / 'missing.qcow2'),
+              'output_format': 'qcow2', 'capacity': 24 * MiB,
+              'size': os.path.getsize(src), 'limits': [30, 4 * 1024 ** 3],
+              'scratch_dir': str(tmp_path), 'path': src}
+    with pytest.raises(translate.ConversionFailed) as caught:
+        stream_convert.convert(config)
+    assert 'qemu-nbd exited with 1 before serving the output' in str(
+        caught.value)
+    assert 'missing.qcow2' in str(caught.value)  # qemu-nbd's own words
+    assert not [n for n in os.listdir(str(tmp_path))
+                if n.startswith('xhv-stream-')]

@@ -32,8 +32,8 @@ import sys
 import tempfile
 import threading
 
-import requests
 
+from nova_xhv.translate import exceptions
 from nova_xhv.translate import nbd_protocol as nbd
 from nova_xhv.translate import remote
 
@@ -41,7 +41,6 @@ BLOCK = 1024 * 1024
 WINDOW = 64 * BLOCK  # how far the stream may run ahead of the reads
 KEEP_BEHIND = 8  # blocks kept behind the furthest read (re-reads, tables)
 MAX_DIRECT = 16  # directly fetched blocks kept (headers, tables)
-HTTP_TIMEOUT = 60
 
 _TX_FLAGS = nbd.TX_HAS_FLAGS | nbd.TX_READ_ONLY
 _EIO = 5
@@ -177,20 +176,10 @@ class ReadAheadSource(object):
 
     def _get(self, start, end):
         try:
-            response = self._session.get(
-                self._url, headers={'Range': 'bytes=%d-%d' % (start, end)},
-                stream=True, timeout=HTTP_TIMEOUT)
-        except requests.RequestException as error:
-            raise SourceError('cannot read %s: %s' % (self._url, error))
-        expected = 'bytes %d-%d/%d' % (start, end, self.size)
-        if response.status_code != 206 or \
-                response.headers.get('Content-Range') != expected:
-            response.close()
-            raise SourceError(
-                '%s answered bytes %d-%d with HTTP %d (%s); expected 206 '
-                '%s' % (self._url, start, end, response.status_code,
-                        response.headers.get('Content-Range'), expected))
-        return response
+            return remote.open_range(self._session, self._url, start, end,
+                                     self.size)
+        except exceptions.TranslationError as error:
+            raise SourceError(str(error))
 
     # -- the stream (its own thread) ----------------------------------------
 

@@ -177,6 +177,30 @@ def unreachable(url, exc):
     return exceptions.TranslationError('cannot read %s: %s' % (url, exc))
 
 
+def open_range(session, url, start, end, size):
+    """A streaming response holding exactly bytes ``start``..``end``.
+
+    The answer must be a 206 whose Content-Range names that range of a
+    ``size``-byte file: a server that ignores Range, or serves another
+    file, is refused before a byte is used.
+    """
+    try:
+        response = session.get(url, stream=True, timeout=HTTP_TIMEOUT,
+                               headers={'Range': 'bytes=%d-%d' % (start,
+                                                                  end)})
+    except requests.RequestException as exc:
+        raise unreachable(url, exc)
+    expected = 'bytes %d-%d/%d' % (start, end, size)
+    if response.status_code != 206 or \
+            response.headers.get('Content-Range') != expected:
+        response.close()
+        raise exceptions.TranslationError(
+            '%s answered bytes %d-%d with HTTP %d (%s); expected 206 %s' % (
+                url, start, end, response.status_code,
+                response.headers.get('Content-Range'), expected))
+    return response
+
+
 def _fetch(session, url, start, length):
     try:
         response = session.get(url, headers={

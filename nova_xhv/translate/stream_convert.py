@@ -88,12 +88,12 @@ def child_input(src_info, output, to_format, limits, scratch_dir=None):
     config = {'output': output,
               'output_format': formats.qemu_driver(to_format),
               'capacity': src_info.virtual_size,
-              'size': src_info.actual_size,
               'limits': list(limits), 'scratch_dir': scratch_dir}
     source = src_info.remote
     if source is None:
         config['path'] = src_info.data_path
     else:
+        config['size'] = src_info.actual_size  # a local file has its own
         config['remote'] = {'url': source.url, 'username': source.username,
                             'password': source.password,
                             'ca_file': source.ca_file,
@@ -163,21 +163,10 @@ def _open_stream(source, size):
     """One GET of the whole source, checked to be all of it."""
     session = source.session()
     try:
-        response = session.get(source.url, stream=True,
-                               timeout=remote.HTTP_TIMEOUT,
-                               headers={'Range': 'bytes=0-%d' % (size - 1)})
-    except Exception as error:
+        response = remote.open_range(session, source.url, 0, size - 1, size)
+    except BaseException:
         session.close()
-        raise remote.unreachable(source.url, error)
-    expected = 'bytes 0-%d/%d' % (size - 1, size)
-    if response.status_code != 206 or \
-            response.headers.get('Content-Range') != expected:
-        response.close()
-        session.close()
-        raise exceptions.TranslationError(
-            '%s answered the stream request with HTTP %d (%s); expected 206 '
-            '%s' % (source.url, response.status_code,
-                    response.headers.get('Content-Range'), expected))
+        raise
     raw = response.raw
 
     def read(length):

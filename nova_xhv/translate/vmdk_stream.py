@@ -187,7 +187,6 @@ class Decoder(object):
     def __init__(self, read, expected_capacity=None):
         self._reader = _Reader(read)
         self._expected_capacity = expected_capacity
-        self.header = None
         self.grains_seen = 0
         self.saw_end_marker = False
 
@@ -197,7 +196,7 @@ class Decoder(object):
 
     def grains(self):
         reader = self._reader
-        header = self.header = parse_header(reader.take(SECTOR))
+        header = parse_header(reader.take(SECTOR))
         if self._expected_capacity is not None and \
                 header.capacity != self._expected_capacity:
             raise StreamError(

@@ -95,6 +95,10 @@ def _convert_parser():
                         help='convert a streamOptimized vmdk with qemu-img\'s '
                              'vmdk driver instead of XHV\'s one-pass stream '
                              'decoder')
+    parser.add_argument('--no-direct-io', action='store_false',
+                        dest='direct_io',
+                        help='write the output through the page cache even '
+                             'where its filesystem takes O_DIRECT')
     parser.add_argument('--max-virtual-size-gib', type=int, default=2048,
                         help='refuse disks larger than this (default 2048)')
     parser.add_argument('--ca-file', metavar='PEM',
@@ -185,7 +189,8 @@ def _run_convert(argv):
         rate_limit=max(args.rate_limit, 0), verify=args.verify,
         staging_dir=args.staging_dir, coroutines=args.coroutines,
         out_of_order=args.out_of_order,
-        vmdk_stream_decoder=args.vmdk_stream_decoder)
+        vmdk_stream_decoder=args.vmdk_stream_decoder,
+        direct_io=args.direct_io)
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     try:
         result = translate.convert(_source(args), args.dst, args.to_format,

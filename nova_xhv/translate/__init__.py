@@ -28,19 +28,40 @@ Canonical format names are Glance's/Nova's: raw, qcow2, vmdk, vhdx, vhd.
 hypervisor's native format.
 """
 
-from nova_xhv.translate.engine import compare  # noqa: F401
-from nova_xhv.translate.engine import convert  # noqa: F401
-from nova_xhv.translate.engine import ConvertOptions  # noqa: F401
-from nova_xhv.translate.engine import ConvertResult  # noqa: F401
-from nova_xhv.translate.exceptions import ConversionFailed  # noqa: F401
-from nova_xhv.translate.exceptions import ConversionTimeout  # noqa: F401
-from nova_xhv.translate.exceptions import FormatMismatch  # noqa: F401
-from nova_xhv.translate.exceptions import TLSVerificationFailed  # noqa: F401
-from nova_xhv.translate.exceptions import TranslationError  # noqa: F401
-from nova_xhv.translate.exceptions import UnsafeImage  # noqa: F401
-from nova_xhv.translate.exceptions import UnsupportedFormat  # noqa: F401
-from nova_xhv.translate.formats import native_format  # noqa: F401
-from nova_xhv.translate.inspect import ImageInfo  # noqa: F401
-from nova_xhv.translate.inspect import inspect_image  # noqa: F401
-from nova_xhv.translate.remote import DirectRead  # noqa: F401
-from nova_xhv.translate.remote import RemoteSource  # noqa: F401
+import importlib
+
+# name -> the submodule that defines it.  Imported on first use, so that
+# a process needing one submodule (the stream decoder's child) does not
+# pay for the engine's imports (oslo.log, oslo.utils, ...).
+_EXPORTS = {
+    'compare': 'engine', 'convert': 'engine', 'ConvertOptions': 'engine',
+    'ConvertResult': 'engine',
+    'ConversionFailed': 'exceptions', 'ConversionTimeout': 'exceptions',
+    'FormatMismatch': 'exceptions', 'TLSVerificationFailed': 'exceptions',
+    'TranslationError': 'exceptions', 'UnsafeImage': 'exceptions',
+    'UnsupportedFormat': 'exceptions',
+    'native_format': 'formats',
+    'ImageInfo': 'inspect', 'inspect_image': 'inspect',
+    'DirectRead': 'remote', 'RemoteSource': 'remote',
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(
+            '%s.%s' % (__name__, _EXPORTS[name])), name)
+    else:
+        try:
+            value = importlib.import_module('%s.%s' % (__name__, name))
+        except ModuleNotFoundError as error:
+            if error.name != '%s.%s' % (__name__, name):
+                raise
+            raise AttributeError('module %r has no attribute %r'
+                                 % (__name__, name)) from None
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

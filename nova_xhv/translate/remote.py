@@ -42,7 +42,6 @@ from requests import adapters
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import formats
 from nova_xhv.translate import headers
-from nova_xhv.translate import inspect
 from nova_xhv.translate import vmdk_descriptor
 
 HEAD_BYTES = 4 * 1024 * 1024
@@ -275,6 +274,11 @@ def _write_header_copy(session, source, f, size):
 def inspect_remote(source, claimed_format=None, max_virtual_size=None,
                    scratch_dir=None, raise_on_unsafe=True):
     """Apply the local safety rules to a remote source (see module doc)."""
+    # Imported here: the stream decoder's child reads remote sources but
+    # never inspects, and inspect's imports (oslo.log, oslo.utils) would
+    # double its start time.
+    from nova_xhv.translate import inspect
+
     claimed = claimed_format or source.format
     cap = inspect.DEFAULT_MAX_VIRTUAL_SIZE if max_virtual_size is None \
         else max_virtual_size

@@ -25,6 +25,14 @@ import dataclasses
 import struct
 import zlib
 
+try:
+    # zlib-ng: the same API and stream format; its checksum (adler32, which
+    # every grain carries and which is checked) is SIMD, 5x faster than
+    # the system zlib's, and it inflates about 1.5x faster.
+    from zlib_ng import zlib_ng as DEFAULT_ZLIB
+except ImportError:  # pragma: no cover - a platform without its wheel
+    DEFAULT_ZLIB = zlib
+
 SECTOR = 512
 MAGIC = b'KDMV'
 _HEADER = struct.Struct('<4sIIQQQQIQQQ?4sH')
@@ -184,8 +192,9 @@ class Decoder(object):
     that it got every byte it expected.
     """
 
-    def __init__(self, read, expected_capacity=None):
+    def __init__(self, read, expected_capacity=None, zlib_module=None):
         self._reader = _Reader(read)
+        self._zlib = zlib_module or DEFAULT_ZLIB
         self._expected_capacity = expected_capacity
         self.grains_seen = 0
         self.saw_end_marker = False
@@ -237,7 +246,8 @@ class Decoder(object):
                         record_at, lba, header.capacity_sectors))
             padded = -(-(_MARKER.size + size) // SECTOR) * SECTOR
             compressed = reader.take(padded - _MARKER.size)
-            data = _inflate(compressed, size, grain_bytes, record_at)
+            data = _inflate(self._zlib, compressed, size, grain_bytes,
+                            record_at)
             self.grains_seen += 1
             offset = lba * SECTOR
             data = data[:header.capacity - offset]
@@ -251,11 +261,11 @@ def _is_zero(data, zero_grain):
     return not any(data)
 
 
-def _inflate(compressed, size, grain_bytes, record_at):
-    inflater = zlib.decompressobj()
+def _inflate(zlib_module, compressed, size, grain_bytes, record_at):
+    inflater = zlib_module.decompressobj()
     try:
         data = inflater.decompress(compressed[:size], grain_bytes + 1)
-    except zlib.error as error:
+    except zlib_module.error as error:
         raise StreamError('grain at byte %d does not inflate: %s'
                           % (record_at, error))
     if len(data) > grain_bytes or inflater.unconsumed_tail:

@@ -53,6 +53,9 @@ def report(mode, result):
               result['stored_vmdk_bytes'] / 2 ** 30))
     print('bare qemu-img convert (vmdk -> qcow2): %.2f s'
           % result['bare_convert_s'])
+    print('  the same with -t none (O_DIRECT):  %.2f s; the move is %.2f x '
+          'that' % (result['bare_convert_direct_s'],
+                    result['whole_move_s'] / result['bare_convert_direct_s']))
     for name in sorted(stages):
         print('  stage %-28s %.2f s' % (name, stages[name]))
     print('  finish_migration (create, boot) %.2f s' % result['finish_s'])

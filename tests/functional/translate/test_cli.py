@@ -37,14 +37,17 @@ def test_convert_is_quiet_without_a_terminal(tmp_path):
     done = xhv_convert(dst, back, '--to', 'raw', '--from', 'vmdk',
                        '--debug')
     assert done.returncode == 0, done.stderr
-    assert 'with the vmdk stream decoder' in done.stderr
+    assert 'with the vmdk stream decoder, writing with O_DIRECT' in \
+        done.stderr
     assert disks.check_extents(back, extents)
-    # The same through qemu-img's vmdk driver, as the flag asks.
+    # The same through qemu-img's vmdk driver and the page cache, as the
+    # flags ask.
     again = str(tmp_path / 'again.raw')
     done = xhv_convert(dst, again, '--to', 'raw', '--debug',
-                       '--no-vmdk-stream-decoder')
+                       '--no-vmdk-stream-decoder', '--no-direct-io')
     assert done.returncode == 0, done.stderr
-    assert 'to raw with qemu-img' in done.stderr
+    assert 'to raw with qemu-img, writing through the page cache' in \
+        done.stderr
     assert disks.check_extents(again, extents)
 
 

@@ -14,6 +14,8 @@ import zlib
 import pytest
 
 from nova_xhv import translate
+from nova_xhv.translate import qemu_img
+from nova_xhv.translate import stream_child
 from nova_xhv.translate import stream_convert
 from nova_xhv.translate import vmdk_stream
 from tests.fixtures import disks
@@ -277,10 +279,12 @@ def test_qemu_nbd_that_cannot_open_the_output_is_named(tmp_path):
     src, _raw, _extents = make_stream(tmp_path)
     config = {'output': str(tmp_path / 'missing.qcow2'),
               'output_format': 'qcow2', 'capacity': 24 * MiB,
-              'size': os.path.getsize(src), 'limits': [30, 4 * 1024 ** 3],
+              'size': os.path.getsize(src), 'cache': 'unsafe',
+              'limit_argv': qemu_img.prlimit_argv(
+                  qemu_img.Limits(30, 4 * 1024 ** 3)),
               'scratch_dir': str(tmp_path), 'path': src}
     with pytest.raises(translate.ConversionFailed) as caught:
-        stream_convert.convert(config)
+        stream_child.convert(config)
     assert 'qemu-nbd exited with 1 before serving the output' in str(
         caught.value)
     assert 'missing.qcow2' in str(caught.value)  # qemu-nbd's own words

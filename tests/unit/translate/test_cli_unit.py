@@ -1,6 +1,20 @@
 import io
+import logging
+
+import pytest
 
 from nova_xhv.cmd import convert
+
+
+@pytest.fixture(autouse=True)
+def root_logger_restored():
+    # main() sets up the process's logging (root at CRITICAL unless
+    # --debug): later tests in this process must not inherit it.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
 
 
 def test_progress_bar_draws_on_change_only():

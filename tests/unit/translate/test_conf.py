@@ -29,6 +29,7 @@ def test_defaults(conf):
     assert options.coroutines == 8
     assert not options.verify and not options.out_of_order
     assert options.scratch_dir is None and options.staging_dir is None
+    assert options.vmdk_stream_decoder and options.direct_io
 
 
 def test_overrides(conf):
@@ -37,7 +38,8 @@ def test_overrides(conf):
                 convert_timeout_base=5, convert_timeout_per_gib=2,
                 convert_coroutines=3, convert_out_of_order=True,
                 convert_rate_limit=1000, convert_sparse_size_kib=0,
-                verify_conversions=True, conversion_scratch_dir='/srv/x')
+                verify_conversions=True, conversion_scratch_dir='/srv/x',
+                vmdk_stream_decoder=False, convert_direct_io=False)
     options = translate_conf.convert_options_from_conf(conf.conf.xhv)
     assert (options.max_virtual_size, options.cpu_seconds,
             options.address_space, options.timeout_base,
@@ -47,6 +49,7 @@ def test_overrides(conf):
         10 * 1024 ** 3, 7, 2048 * 1024 ** 2, 5, 2, 3, True, 1000, 0, True,
         '/srv/x')
     assert options.timeout_for(3 * 1024 ** 3) == 11
+    assert not options.vmdk_stream_decoder and not options.direct_io
 
 
 def test_coroutines_bounded(conf):

@@ -1,3 +1,5 @@
+import errno
+import os
 import shutil
 import sys
 
@@ -60,3 +62,36 @@ def test_long_limits_follow_timeout():
     assert options.info_limits().cpu_seconds == 30
     assert options.long_limits(10 * GiB).cpu_seconds == 120
     assert options.long_limits(0).cpu_seconds == 30
+
+
+def test_convert_argv_cache_mode():
+    argv = qemu_img.convert_argv('s', 'raw', 'd', 'qcow2',
+                                 cache=qemu_img.CACHE_DIRECT)
+    assert argv[argv.index('-t') + 1] == 'none'
+    assert '-t' not in qemu_img.convert_argv('s', 'raw', 'd', 'qcow2')
+
+
+def test_direct_io_probe_on_disk(tmp_path):
+    # tmp_path is on the root filesystem (ext4 on the test beds), which
+    # takes O_DIRECT.  The probe leaves nothing behind.
+    assert qemu_img.supports_direct_io(str(tmp_path))
+    assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize('fails_at', ['open', 'write'])
+def test_direct_io_probe_einval_means_no(tmp_path, monkeypatch, fails_at):
+    real = getattr(os, fails_at)
+
+    def refuse(*args):
+        if fails_at == 'write' or args[1] & os.O_DIRECT:
+            raise OSError(errno.EINVAL, 'Invalid argument')
+        return real(*args)
+    monkeypatch.setattr(os, fails_at, refuse)
+    assert not qemu_img.supports_direct_io(str(tmp_path))
+    monkeypatch.undo()
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_direct_io_probe_other_errors_are_raised(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        qemu_img.supports_direct_io(str(tmp_path / 'missing'))

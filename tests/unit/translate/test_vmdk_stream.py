@@ -11,6 +11,7 @@ import struct
 import zlib
 
 import pytest
+from zlib_ng import zlib_ng
 
 from nova_xhv.translate import vmdk_stream
 
@@ -50,14 +51,25 @@ def stream(capacity_sectors, *records, **header_args):
     return head + bytes((OVERHEAD - 1) * 512) + body
 
 
-def decode(data, expected_capacity=None, chunk=None):
+def decode(data, expected_capacity=None, chunk=None, zlib_module=None):
     f = io.BytesIO(data)
     read = f.read if chunk is None else (lambda n: f.read(min(n, chunk)))
-    decoder = vmdk_stream.Decoder(read, expected_capacity)
+    decoder = vmdk_stream.Decoder(read, expected_capacity, zlib_module)
     return decoder, [(o, bytes(d)) for o, d in decoder.grains()]
 
 
-def test_grains_in_any_order_with_metadata_and_end_marker():
+# Every inflate test runs with zlib-ng (the default) and with the system
+# zlib (the fallback where zlib-ng has no wheel).
+ZLIBS = pytest.mark.parametrize('zlib_module', [zlib_ng, zlib],
+                                ids=['zlib-ng', 'zlib'])
+
+
+def test_zlib_ng_inflates_by_default():
+    assert vmdk_stream.DEFAULT_ZLIB is zlib_ng
+
+
+@ZLIBS
+def test_grains_in_any_order_with_metadata_and_end_marker(zlib_module):
     a, b = os.urandom(GRAIN_BYTES), os.urandom(GRAIN_BYTES)
     data = stream(16 * GRAIN, grain(5 * GRAIN, a),
                   metadata(vmdk_stream.MARKER_GT, 4), grain(0, b),
@@ -65,7 +77,8 @@ def test_grains_in_any_order_with_metadata_and_end_marker():
                       vmdk_stream.MARKER_FOOTER), EOS,
                   grain(GRAIN, a))  # after the end: padding, not data
     for chunk in (None, 1000, 7):  # records straddling reads
-        decoder, grains = decode(data, 16 * GRAIN * 512, chunk)
+        decoder, grains = decode(data, 16 * GRAIN * 512, chunk,
+                                 zlib_module)
         assert grains == [(5 * GRAIN_BYTES, a), (0, b)]
         assert decoder.saw_end_marker
         assert decoder.grains_seen == 2
@@ -113,21 +126,45 @@ def test_grain_outside_the_disk_or_misaligned(lba, why):
         decode(data)
 
 
-def test_deflate_bomb_stops_at_one_grain():
+@ZLIBS
+def test_compressible_grains_inflate(zlib_module):
+    text = (b'the quick brown fox ' * 4000)[:GRAIN_BYTES]
+    data = stream(4 * GRAIN, grain(GRAIN, text), grain(2 * GRAIN, b'\x01'),
+                  EOS)
+    assert decode(data, zlib_module=zlib_module)[1] == [
+        (GRAIN_BYTES, text), (2 * GRAIN_BYTES, b'\x01')]
+
+
+@ZLIBS
+def test_deflate_bomb_stops_at_one_grain(zlib_module):
     bomb = zlib.compress(bytes(64 * GRAIN_BYTES), 9)  # 4 MiB of zeros
     assert len(bomb) < GRAIN_BYTES
     data = stream(16 * GRAIN, grain(0, b'', compressed=bomb), EOS)
     with pytest.raises(vmdk_stream.StreamError,
                        match='more than one 65536-byte grain'):
-        decode(data)
+        decode(data, zlib_module=zlib_module)
 
 
-def test_garbage_and_truncated_deflate():
+@ZLIBS
+def test_garbage_and_truncated_deflate(zlib_module):
     with pytest.raises(vmdk_stream.StreamError, match='does not inflate'):
-        decode(stream(GRAIN, grain(0, b'', compressed=b'\xff' * 100), EOS))
+        decode(stream(GRAIN, grain(0, b'', compressed=b'\xff' * 100), EOS),
+               zlib_module=zlib_module)
     cut = zlib.compress(os.urandom(1000))[:-10]
     with pytest.raises(vmdk_stream.StreamError, match='truncated deflate'):
-        decode(stream(GRAIN, grain(0, b'', compressed=cut), EOS))
+        decode(stream(GRAIN, grain(0, b'', compressed=cut), EOS),
+               zlib_module=zlib_module)
+
+
+@ZLIBS
+def test_wrong_checksum_is_refused(zlib_module):
+    # Each grain is a zlib stream ending in the adler32 of its data: a
+    # grain damaged where it is stored fails there, as in qemu.
+    damaged = bytearray(zlib.compress(os.urandom(GRAIN_BYTES)))
+    damaged[-1] ^= 0x01
+    data = stream(GRAIN, grain(0, b'', compressed=bytes(damaged)), EOS)
+    with pytest.raises(vmdk_stream.StreamError, match='does not inflate'):
+        decode(data, zlib_module=zlib_module)
 
 
 def test_oversized_compressed_grain():

@@ -1,0 +1,218 @@
+"""The stream decoder's child process (see stream_convert).
+
+Reads its configuration on stdin, starts qemu-nbd on the output, decodes
+the source into it and exits 0, or non-zero with one line on stderr.
+Imports only what it uses: it starts once per conversion.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from nova_xhv.translate import exceptions
+from nova_xhv.translate import nbd_client
+from nova_xhv.translate import remote
+from nova_xhv.translate import vmdk_stream
+
+QEMU_NBD = 'qemu-nbd'
+# qemu's output cache modes the engine chooses from (qemu_img.CACHE_*).
+CACHE_MODES = ('none', 'unsafe')
+_STARTUP_TIMEOUT = 30.0
+_PROGRESS_INTERVAL = 0.5
+
+
+class _Progress(object):
+    """Prints ``(NN.NN/100%)`` as qemu-img -p does, twice a second."""
+
+    def __init__(self, total):
+        self._total = max(total, 1)
+        self._last = 0.0
+
+    def update(self, done, force=False):
+        now = time.monotonic()
+        if force or now - self._last >= _PROGRESS_INTERVAL:
+            self._last = now
+            sys.stdout.write('    (%.2f/100%%)\r' % min(
+                100.0, 100.0 * done / self._total))
+            sys.stdout.flush()
+
+
+def _open_source(config, folder):
+    """(read callable, closer, size) of the source, read front to back.
+
+    A remote source with a direct read is read from where it is stored;
+    when that cannot start (unreachable, refused, not verified), the
+    source's own URL serves, and a line on stderr says why.
+    """
+    if 'path' in config:
+        f = open(config['path'], 'rb', buffering=0)
+        return f.read, f.close, os.fstat(f.fileno()).st_size
+    size = int(config['size'])
+    settings = dict(config['remote'])
+    direct = settings.pop('direct', None)
+    source = remote.RemoteSource(**settings)
+    if direct:
+        try:
+            return _open_stream(_direct_source(direct, folder), size)
+        except exceptions.TranslationError as error:
+            sys.stderr.write('the direct read of %s failed, reading through '
+                             '%s instead: %s\n' % (direct['url'],
+                                                   source.url, error))
+            sys.stderr.flush()
+    return _open_stream(source, size)
+
+
+def _direct_source(direct, folder):
+    ca_file = None
+    if direct.get('ca_pem'):
+        ca_file = os.path.join(folder, 'direct-ca.pem')
+        fd = os.open(ca_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write(direct['ca_pem'])
+    return remote.RemoteSource(direct['url'], headers=direct['headers'],
+                               ca_file=ca_file,
+                               insecure=bool(direct.get('insecure')))
+
+
+def _open_stream(source, size):
+    """One GET of the whole source, checked to be all of it."""
+    session = source.session()
+    try:
+        response = remote.open_range(session, source.url, 0, size - 1, size)
+    except BaseException:
+        session.close()
+        raise
+    raw = response.raw
+
+    def read(length):
+        return raw.read(length, decode_content=False)
+
+    def close():
+        response.close()
+        session.close()
+    return read, close, size
+
+
+def _start_qemu_nbd(config, folder):
+    sock_path = os.path.join(folder, 'nbd.sock')
+    cache = config['cache']
+    if cache not in CACHE_MODES:
+        raise exceptions.ConversionFailed('unknown output cache mode %r'
+                                          % cache)
+    argv = list(config['limit_argv']) + [
+        QEMU_NBD, '--format=%s' % config['output_format'],
+        '--socket=%s' % sock_path, '--export-name=', '--shared=1',
+        # As qemu-img convert writes: O_DIRECT (none) or the page cache
+        # without flushes (unsafe); the engine inspects and links the file
+        # afterwards.
+        '--cache=%s' % cache,
+        '--discard=ignore',
+        config['output']]
+    # Its messages go to a file: a pipe nobody reads could fill and stall it.
+    with open(os.path.join(folder, 'qemu-nbd.log'), 'wb') as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + _STARTUP_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise exceptions.ConversionFailed(
+                'qemu-nbd exited with %s before serving the output'
+                % proc.returncode, proc.returncode, _qemu_nbd_log(folder))
+        if os.path.exists(sock_path):
+            try:
+                return proc, nbd_client.NBDWriter.connect_unix(sock_path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise exceptions.ConversionFailed(
+                'qemu-nbd did not listen within %.0f s' % _STARTUP_TIMEOUT)
+        time.sleep(0.01)  # polling a socket file that qemu-nbd creates
+
+
+def _qemu_nbd_log(folder):
+    try:
+        with open(os.path.join(folder, 'qemu-nbd.log'), 'rb') as f:
+            return f.read()[-4000:].decode('utf-8', 'replace')
+    except OSError:
+        return ''
+
+
+def _copy(decoder, writer, progress):
+    """Write every decoded grain, neighbours joined into one request."""
+    run_start, run_parts, run_length = 0, [], 0
+    for offset, data in decoder.grains():
+        if run_parts and (offset != run_start + run_length or
+                          run_length + len(data) > nbd_client.MAX_WRITE):
+            writer.write(run_start, run_parts)
+            run_parts, run_length = [], 0
+            progress.update(decoder.consumed)
+        if not run_parts:
+            run_start = offset
+        run_parts.append(data)
+        run_length += len(data)
+    if run_parts:
+        writer.write(run_start, run_parts)
+    writer.flush()
+
+
+def convert(config):
+    """Decode the source into the output; raises on any failure."""
+    folder = tempfile.mkdtemp(prefix='xhv-stream-',
+                              dir=config.get('scratch_dir'))
+    os.chmod(folder, 0o700)
+    proc = writer = close_source = None
+    try:
+        read, close_source, size = _open_source(config, folder)
+        proc, writer = _start_qemu_nbd(config, folder)
+        if writer.size != int(config['capacity']):
+            raise exceptions.ConversionFailed(
+                'qemu-nbd serves %d bytes, the disk has %d' % (
+                    writer.size, config['capacity']))
+        decoder = vmdk_stream.Decoder(read, int(config['capacity']))
+        progress = _Progress(size)
+        progress.update(0, force=True)
+        _copy(decoder, writer, progress)
+        if not decoder.saw_end_marker and decoder.consumed != size:
+            # A record boundary before the end: cut short, not finished.
+            raise vmdk_stream.StreamError(
+                'the stream ended after %d of its %d bytes' % (
+                    decoder.consumed, size))
+        writer.close()
+        writer = None
+        returncode = proc.wait()
+        if returncode:
+            raise exceptions.ConversionFailed(
+                'qemu-nbd exited with %d while writing the output'
+                % returncode, returncode, _qemu_nbd_log(folder))
+        progress.update(decoder.consumed, force=True)
+    finally:
+        if writer is not None:
+            writer.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if close_source is not None:
+            close_source()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main():
+    """The child: configuration on stdin, one line on stderr on failure."""
+    config = json.loads(sys.stdin.readline())
+    try:
+        convert(config)
+    except (exceptions.TranslationError, vmdk_stream.StreamError,
+            nbd_client.NBDError, OSError) as error:
+        sys.stderr.write('%s\n' % error)
+        return 1
+    except Exception as error:
+        # e.g. the connection broke mid-stream (urllib3's ProtocolError).
+        sys.stderr.write('reading the source failed: %s: %s\n' % (
+            type(error).__name__, error))
+        return 1
+    return 0

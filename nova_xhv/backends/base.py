@@ -67,6 +67,14 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
         Never touches the instance's own disks.  Default: nothing to drop.
         """
 
+    def check_stageable(self, context, instance, disks):
+        """Raise now if ``stage_disks`` would refuse these disks.
+
+        Called with the source's descriptors before any data is pulled, so
+        that a move that cannot land fails (and rolls back) at once.
+        Default: every disk can be staged.
+        """
+
     @abc.abstractmethod
     def stage_disks(self, context, instance, disks):
         """Place native-format disks in the hypervisor's storage.

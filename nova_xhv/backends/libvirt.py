@@ -23,11 +23,20 @@ stage_disks / spawn_from_disks
     ownership hands them to its qemu user at start) with a matching
     ``disk.info``, then runs the stock ``spawn``.  For such an instance the
     stock driver's disk creation step (``_create_image``, which would
-    download the image from Glance into ``_base``) is replaced by a check
-    that the staged files are there; everything else (guest XML, networks,
-    config drive, console log, waiting for boot) is the stock code.  So an
-    import downloads nothing, writes nothing into ``_base`` and works after
-    the original image was deleted.
+    download the image from Glance into ``_base``) never makes the root
+    disk: it checks that the staged one is there, and only creates the
+    ephemeral and swap disks the server's block device mappings ask for
+    and the import did not bring (a server born on vSphere has none), as a
+    new boot would: blank.  Everything else (guest XML, networks, config
+    drive, console log, waiting for boot) is the stock code.  So an import
+    downloads nothing from Glance and works after the original image was
+    deleted.
+
+    Non-boot disks that arrive without a KVM name (a move from another
+    family: vSphere keeps no ``disk.eph0``) take the name of the mapped
+    ephemeral or swap disk of exactly their size, in the mappings' order;
+    a disk that fits none is refused before any data is pulled
+    (``check_stageable``).
 
 Reaching into the stock driver's internals happens only here;
 tests/unit/driver/test_libvirt_internals.py fails if those change.
@@ -39,8 +48,10 @@ import re
 import shutil
 import threading
 
+from nova import block_device
 from nova.compute import power_state
 from nova import exception
+from nova import objects
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
 from oslo_concurrency import processutils
@@ -58,6 +69,11 @@ LOG = logging.getLogger(__name__)
 
 EXPORT_DIR = 'xhv-export'
 ROOT_DISK = 'disk'
+# Local disks the stock driver created for an import (see _create_image),
+# which discard_staged_disks removes with the staged ones.
+_CREATED_RECORD = '.xhv-created-disks'
+GiB = 1024 ** 3
+MiB = 1024 ** 2
 # Instance-local disk files the stock driver creates besides the root.
 _LOCAL_DISK_NAME = re.compile(r'^disk(\.local|\.swap|\.eph[0-9]+)?$')
 # [libvirt] images_type values that keep disks as files in the instance
@@ -125,9 +141,7 @@ class StockLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _create_image(self, context, instance, disk_mapping, *args,
                       **kwargs):
-        with self._staged_lock:
-            staged = instance.uuid in self._staged_instances
-        if not staged:
+        if not self._is_staged(instance):
             return super()._create_image(context, instance, disk_mapping,
                                          *args, **kwargs)
         if instance.kernel_id or instance.ramdisk_id:
@@ -135,19 +149,41 @@ class StockLibvirtDriver(libvirt_driver.LibvirtDriver):
                   'separate kernel/ramdisk image, which would be fetched '
                   'from Glance.' % instance.uuid)
         instance_dir = libvirt_utils.get_instance_path(instance)
+        if not os.path.exists(os.path.join(instance_dir, ROOT_DISK)):
+            _fail('XHV import of instance %s: its root disk was not '
+                  'imported into %s.' % (instance.uuid, instance_dir))
         missing = sorted(
             name for name in disk_mapping
-            if _LOCAL_DISK_NAME.match(name)
+            if name != ROOT_DISK and _LOCAL_DISK_NAME.match(name)
             and not os.path.exists(os.path.join(instance_dir, name)))
-        if missing:
-            _fail('XHV import of instance %s: the flavor needs local disks '
-                  '%s that were not imported.'
-                  % (instance.uuid, ', '.join(missing)))
         LOG.info('Using imported disks in %s', instance_dir,
                  instance=instance)
-        # Neither the folder nor the disks were made here: a failed start
-        # must leave them to discard_staged_disks.
+        if missing:
+            # Recorded first: a failure halfway still leaves discard the
+            # list of what may exist.
+            _record_created(instance_dir, missing)
+            LOG.info('Creating blank local disks %s that the import did '
+                     'not bring (the source family keeps none)',
+                     ', '.join(missing), instance=instance)
+            # The stock step, minus the root (see
+            # _create_and_inject_local_root); it leaves existing files as
+            # they are and creates the missing ones as a boot would.
+            super()._create_image(context, instance, disk_mapping, *args,
+                                  **kwargs)
+        # Neither the folder nor the imported disks were made here: a
+        # failed start must leave them to discard_staged_disks.
         return False, False
+
+    def _create_and_inject_local_root(self, context, instance, *args,
+                                      **kwargs):
+        if self._is_staged(instance):
+            return False  # imported, never fetched from Glance
+        return super()._create_and_inject_local_root(context, instance,
+                                                     *args, **kwargs)
+
+    def _is_staged(self, instance):
+        with self._staged_lock:
+            return instance.uuid in self._staged_instances
 
 
 _StockDriverForwarder = forwarding.delegating_driver(
@@ -229,12 +265,7 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
     def stage_disks(self, context, instance, disks):
         self._require_file_disks()
         instance_dir = libvirt_utils.get_instance_path(instance)
-        plan = [(disk, self._staged_name(instance, disk)) for disk in disks]
-        names = [name for _disk, name in plan]
-        if ROOT_DISK not in names or len(set(names)) != len(names):
-            _fail('Disks to import onto KVM for instance %s need exactly one '
-                  'boot disk (boot_index 0) and distinct names; got %s.'
-                  % (instance.uuid, ', '.join(names)))
+        plan = self._plan(context, instance, disks)
         for disk, name in plan:
             self._check_importable(instance, disk)
             if os.path.exists(os.path.join(instance_dir, name)):
@@ -267,6 +298,9 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
         for disk in disks:
             if disk.path and os.path.dirname(disk.path) == instance_dir:
                 _remove(disk.path)
+        for name in _read_created(instance_dir):
+            _remove(os.path.join(instance_dir, name))
+        _remove(os.path.join(instance_dir, _CREATED_RECORD))
         _remove(os.path.join(instance_dir, 'disk.info'))
         try:
             os.rmdir(instance_dir)
@@ -290,6 +324,9 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
                 block_device_info=block_device_info, power_on=power_on)
         finally:
             self.stock_driver.mark_staged(instance.uuid, False)
+        # The server runs: its disks are its own now, as after a boot.
+        _remove(os.path.join(libvirt_utils.get_instance_path(instance),
+                             _CREATED_RECORD))
 
     # -- helpers -----------------------------------------------------------
 
@@ -301,15 +338,56 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
                   'of: %s.' % (CONF.libvirt.images_type,
                                ', '.join(_FILE_IMAGE_TYPES)))
 
-    @staticmethod
-    def _staged_name(instance, disk):
-        if disk.boot_index == 0:
-            return ROOT_DISK
-        if disk.handle and _LOCAL_DISK_NAME.match(disk.handle):
-            return disk.handle
-        _fail('Cannot place non-boot disk %s of instance %s: KVM local '
-              'disks are disk.local, disk.ephN or disk.swap (set the '
-              'descriptor handle).' % (disk.path or disk.url, instance.uuid))
+    def check_stageable(self, context, instance, disks):
+        self._require_file_disks()
+        self._plan(context, instance, disks)
+
+    def _plan(self, context, instance, disks):
+        """[(disk, file name)]: where each disk goes in the instance folder.
+
+        The boot disk is ``disk``; a disk that carries its KVM name
+        (``handle``) keeps it; the others take, in order, the name of the
+        first ephemeral or swap disk of the server's mappings that has
+        exactly their size and no disk yet.
+        """
+        plan = []
+        unnamed = []
+        for disk in disks:
+            if disk.boot_index == 0:
+                plan.append([disk, ROOT_DISK])
+            elif (disk.handle and disk.handle != ROOT_DISK
+                    and _LOCAL_DISK_NAME.match(disk.handle)):
+                plan.append([disk, disk.handle])
+            else:
+                plan.append([disk, None])
+                unnamed.append(plan[-1])
+        if unnamed:
+            taken = {name for _disk, name in plan if name}
+            free = [(name, size) for name, size
+                    in expected_local_disks(context, instance)
+                    if name not in taken]
+            for entry in unnamed:
+                disk = entry[0]
+                fits = [slot for slot in free
+                        if slot[1] == disk.virtual_size]
+                if not fits:
+                    _fail('Cannot place non-boot disk %s of instance %s '
+                          '(%d bytes) on KVM: it matches none of the '
+                          'ephemeral and swap disks the server has left '
+                          'to fill (%s); KVM keeps only those as local '
+                          'disks.' % (
+                              disk.path or disk.url, instance.uuid,
+                              disk.virtual_size,
+                              ', '.join('%s %d bytes' % slot for slot in free)
+                              or 'none'))
+                entry[1] = fits[0][0]
+                free.remove(fits[0])
+        names = [name for _disk, name in plan]
+        if ROOT_DISK not in names or len(set(names)) != len(names):
+            _fail('Disks to import onto KVM for instance %s need exactly one '
+                  'boot disk (boot_index 0) and distinct names; got %s.'
+                  % (instance.uuid, ', '.join(names)))
+        return [tuple(entry) for entry in plan]
 
     @staticmethod
     def _check_importable(instance, disk):
@@ -341,6 +419,48 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
                                  str(wanted))
             return wanted
         return size
+
+
+def expected_local_disks(context, instance):
+    """[(file name, bytes)]: the server's ephemeral and swap disks on KVM.
+
+    In the order and with the names Nova's libvirt driver gives them.
+    Nova's API turns the flavor's ephemeral and swap into block device
+    mappings at boot (disk.eph0, disk.swap); without them the flavor's
+    sizes are what the stock driver uses (disk.local, disk.swap).
+    """
+    bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
+        context, instance.uuid)
+    ephemerals = [b for b in bdms if block_device.new_format_is_ephemeral(b)]
+    swaps = [b for b in bdms if block_device.new_format_is_swap(b)]
+    flavor = instance.flavor
+    expected = [('disk.eph%d' % n, (b.volume_size or 0) * GiB)
+                for n, b in enumerate(ephemerals)]
+    if not ephemerals and flavor.ephemeral_gb:
+        expected.append(('disk.local', flavor.ephemeral_gb * GiB))
+    swap_mb = swaps[0].volume_size if swaps else None
+    swap_mb = swap_mb or flavor.swap
+    if swap_mb:
+        expected.append(('disk.swap', swap_mb * MiB))
+    return expected
+
+
+def _record_created(instance_dir, names):
+    path = os.path.join(instance_dir, _CREATED_RECORD)
+    with open(path, 'w') as f:
+        f.write(jsonutils.dumps(sorted(set(_read_created(instance_dir))
+                                       | set(names))))
+
+
+def _read_created(instance_dir):
+    try:
+        with open(os.path.join(instance_dir, _CREATED_RECORD)) as f:
+            names = jsonutils.loads(f.read())
+    except (OSError, ValueError):
+        return []
+    # Only ever local disk names inside the folder.
+    return [n for n in names if isinstance(n, str)
+            and _LOCAL_DISK_NAME.match(n) and n != ROOT_DISK]
 
 
 def _with_hardware(image_meta, hardware):

@@ -207,7 +207,7 @@ class Stager(object):
             job.hardware = classes
         incoming = [xhv_disk.DiskDescriptor.from_dict(d['disk'])
                     for d in request['disks']]
-        _check_local_disks(self.backend.family, instance, incoming)
+        self.backend.check_stageable(context, instance, incoming)
         total = sum(d.virtual_size for d in incoming) or 1
         done_before = 0
         translated = []
@@ -373,21 +373,6 @@ class Stager(object):
                 LOG.exception('Could not remove leftovers of move %s', key)
         self.journal.remove_orphan_workdirs()
         return removed
-
-
-def _check_local_disks(family, instance, incoming):
-    """Fail now (rollback) what would only fail at finish_migration.
-
-    Nova's libvirt driver insists on every local disk the flavor names
-    (disk.local/ephN, disk.swap); other families keep them nowhere.
-    """
-    flavor = instance.flavor
-    wanted = 1 + bool(flavor.ephemeral_gb) + bool(flavor.swap)
-    if family == 'kvm' and len(incoming) < wanted:
-        raise ValueError(
-            'flavor %s of instance %s has ephemeral or swap disks that the '
-            'source does not have; resize to a flavor without them to move '
-            'it to KVM' % (flavor.name, instance.uuid))
 
 
 def _check_key(key):

@@ -250,16 +250,6 @@ class FaultTestCase(base.CrossHypervisorTestCase):
         self.assertIn('CERTIFICATE_VERIFY_FAILED', details)
         self.assertIn('[xhv] exchange_ca_file (%s)' % other_ca, details)
 
-    def test_flavor_with_ephemeral_disk_rolls_back_before_finish(self):
-        image_id, _raw = self.make_vmware_image()
-        flavor = self._create_flavor(memory_mb=256, vcpu=1, disk=1,
-                                     ephemeral=1)
-        server = self._create_server(image_uuid=image_id, flavor_id=flavor,
-                                     networks='none', host=base.VMW)
-        checksum = disks.sha256_file(self.guest_disk_file(server))
-        server = self.migrate_expecting_rollback(server, base.KVM)
-        self.assert_back_on_vmware(server, checksum)
-
     def test_stage_timeout(self):
         # [xhv] migration_stage_timeout, as read by the source at start.
         self.driver(base.VMW).moves._conf['migration_stage_timeout'] = 3

@@ -192,11 +192,13 @@ class TestLibvirtBackendForwarding(ForwardingContract, testtools.TestCase):
         ours = {n for n in vars(libvirt_backend.LibvirtBackend)
                 if not n.startswith('_')}
         self.assertEqual({'family', 'native_format', 'export_disks',
-                          'release_exported_disks', 'stage_disks',
-                          'discard_staged_disks', 'spawn_from_disks'}, ours)
+                          'release_exported_disks', 'check_stageable',
+                          'stage_disks', 'discard_staged_disks',
+                          'spawn_from_disks'}, ours)
 
     def test_exchange_signatures_match_the_backend_contract(self):
-        for name in ('export_disks', 'release_exported_disks', 'stage_disks',
+        for name in ('export_disks', 'release_exported_disks',
+                     'check_stageable', 'stage_disks',
                      'discard_staged_disks', 'spawn_from_disks',
                      'import_disks'):
             self.assertEqual(

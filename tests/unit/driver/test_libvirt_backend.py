@@ -109,6 +109,44 @@ class TestStage(LibvirtBackendTestCase):
         # Idempotent.
         self.backend.discard_staged_disks(None, self.instance, staged)
 
+    def test_disks_from_another_family_take_the_flavor_names_by_size(self):
+        # vSphere keeps no disk.eph0/disk.swap names: a non-boot disk from
+        # there takes the name of the mapped disk of its size, in order.
+        self.useFixture(fixtures.MockPatch(
+            'nova_xhv.backends.libvirt.expected_local_disks',
+            return_value=[('disk.eph0', 4 * disks.MiB),
+                          ('disk.eph1', 8 * disks.MiB),
+                          ('disk.swap', 4 * disks.MiB)]))
+        first = self.descriptor(self.qcow2('a', bootable=False),
+                                boot_index=None, handle='[ds1] vm/vm_1.vmdk')
+        second = self.descriptor(self.qcow2('b', bootable=False),
+                                 boot_index=None)
+        boot = self.descriptor(self.qcow2())
+        self.backend.check_stageable(None, self.instance,
+                                     [boot, first, second])
+        staged = self.backend.stage_disks(None, self.instance,
+                                          [boot, first, second])
+        self.assertEqual(['disk', 'disk.eph0', 'disk.swap'],
+                         [d.handle for d in staged])
+        self.backend.discard_staged_disks(None, self.instance, staged)
+        self.assertFalse(os.path.exists(self.instance_dir))
+
+    def test_a_disk_of_no_mapped_size_is_refused_before_staging(self):
+        self.useFixture(fixtures.MockPatch(
+            'nova_xhv.backends.libvirt.expected_local_disks',
+            return_value=[('disk.eph0', GiB), ('disk.swap', 64 * disks.MiB)]))
+        odd = self.descriptor(self.qcow2('odd', bootable=False),
+                              boot_index=None)
+        boot = self.descriptor(self.qcow2())
+        error = self.assertRaises(
+            libvirt_backend.DiskExchangeError,
+            self.backend.check_stageable, None, self.instance, [boot, odd])
+        self.assertIn('4194304 bytes', str(error))
+        self.assertIn('disk.eph0 1073741824 bytes, disk.swap 67108864 bytes',
+                      str(error))
+        self.assert_refused([boot, odd], 'matches none')
+        self.assertTrue(os.path.exists(boot.path))  # nothing was moved
+
     def test_refuses_a_qcow2_with_a_backing_file(self):
         base = self.qcow2()
         overlay = os.path.join(self.work, 'overlay.qcow2')
@@ -137,8 +175,12 @@ class TestStage(LibvirtBackendTestCase):
         self.assert_refused([remote], 'must be a local file')
 
     def test_refuses_disks_without_a_place(self):
+        self.useFixture(fixtures.MockPatch(
+            'nova_xhv.backends.libvirt.expected_local_disks',
+            return_value=[]))
         self.assert_refused([self.descriptor(self.qcow2(), boot_index=None)],
-                            'disk.local, disk.ephN or disk.swap')
+                            'matches none of the ephemeral and swap disks',
+                            '(none)')
         self.assert_refused(
             [self.descriptor(self.qcow2('a'), boot_index=None,
                              handle='disk.local')], 'exactly one boot disk')
@@ -228,18 +270,63 @@ class TestSpawnFromDisks(LibvirtBackendTestCase):
                 None, self.instance, {'disk': {}}))
         real.assert_called_once()
 
-    def test_a_disk_the_flavor_needs_must_have_been_imported(self):
+    def test_local_disks_the_import_lacks_are_created_blank(self):
+        # A server born on vSphere has no disk.eph0/disk.swap: the stock
+        # step creates them as at boot, never the root.
         staged = self.backend.stage_disks(None, self.instance,
                                           [self.descriptor(self.qcow2())])
+        root_sum = disks.sha256_file(staged[0].path)
         stock = self.backend.stock_driver
         stock.mark_staged(UUID, True)
         self.addCleanup(stock.mark_staged, UUID, False)
-        error = self.assertRaises(
-            libvirt_backend.DiskExchangeError, stock._create_image, None,
-            self.instance, {'disk': {}, 'disk.local': {}, 'disk.config': {}})
-        self.assertIn('disk.local', str(error))
-        self.assertNotIn('disk.config', str(error))
+        mapping = {'disk': {}, 'disk.eph0': {}, 'disk.swap': {},
+                   'disk.config': {}}
+        made = []
+
+        def stock_create_image(context, instance, disk_mapping, **kwargs):
+            # The root step is switched off inside the stock method.
+            self.assertFalse(stock._create_and_inject_local_root(
+                context, instance, disk_mapping, False, '', None, None,
+                None))
+            for name in ('disk.eph0', 'disk.swap'):
+                path = os.path.join(self.instance_dir, name)
+                with open(path, 'wb') as f:
+                    f.write(b'blank')
+                made.append(path)
+            return True, True
+
+        with mock.patch('nova.virt.libvirt.driver.LibvirtDriver.'
+                        '_create_image',
+                        side_effect=stock_create_image) as real:
+            self.assertEqual((False, False), stock._create_image(
+                None, self.instance, mapping, block_device_info={}))
+        real.assert_called_once()
+        self.assertEqual({}, real.call_args.kwargs['block_device_info'])
+        self.assertEqual(root_sum, disks.sha256_file(staged[0].path))
+        # Nothing missing: the stock step does not run at all.
+        with mock.patch('nova.virt.libvirt.driver.LibvirtDriver.'
+                        '_create_image') as real:
+            self.assertEqual((False, False), stock._create_image(
+                None, self.instance, mapping))
+        real.assert_not_called()
+        # Discard removes what the import made, including those.
         self.backend.discard_staged_disks(None, self.instance, staged)
+        for path in made:
+            self.assertFalse(os.path.exists(path))
+        self.assertFalse(os.path.exists(self.instance_dir))
+
+    def test_the_root_disk_must_have_been_imported(self):
+        os.makedirs(self.instance_dir)
+        stock = self.backend.stock_driver
+        stock.mark_staged(UUID, True)
+        self.addCleanup(stock.mark_staged, UUID, False)
+        with mock.patch('nova.virt.libvirt.driver.LibvirtDriver.'
+                        '_create_image') as real:
+            error = self.assertRaises(
+                libvirt_backend.DiskExchangeError, stock._create_image,
+                None, self.instance, {'disk': {}, 'disk.swap': {}})
+        real.assert_not_called()
+        self.assertIn('root disk was not imported', str(error))
 
     def test_missing_staged_disk(self):
         gone = xhv_disk.DiskDescriptor(format='qcow2', virtual_size=GiB,
@@ -249,3 +336,44 @@ class TestSpawnFromDisks(LibvirtBackendTestCase):
             self.backend.spawn_from_disks, None, self.instance, [gone], [],
             None)
         self.assertIn('missing', str(error))
+
+
+class TestExpectedLocalDisks(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        objects.register_all()
+
+    def expected(self, bdms, ephemeral_gb=0, swap=0):
+        instance = mock.Mock(uuid=UUID)
+        instance.flavor.ephemeral_gb = ephemeral_gb
+        instance.flavor.swap = swap
+        with mock.patch.object(objects.BlockDeviceMappingList,
+                               'get_by_instance_uuid',
+                               return_value=bdms) as query:
+            found = libvirt_backend.expected_local_disks('ctx', instance)
+        query.assert_called_once_with('ctx', UUID)
+        return found
+
+    @staticmethod
+    def bdm(source, destination, size=None, guest_format=None):
+        return objects.BlockDeviceMapping(
+            source_type=source, destination_type=destination,
+            volume_size=size, guest_format=guest_format)
+
+    def test_from_the_mappings_nova_made_at_boot(self):
+        bdms = [self.bdm('image', 'local'),
+                self.bdm('blank', 'local', 1),
+                self.bdm('blank', 'local', 2),
+                self.bdm('blank', 'local', 64, 'swap'),
+                self.bdm('volume', 'volume', 10)]
+        self.assertEqual(
+            [('disk.eph0', GiB), ('disk.eph1', 2 * GiB),
+             ('disk.swap', 64 * 1024 ** 2)],
+            self.expected(bdms, ephemeral_gb=1, swap=32))
+
+    def test_from_the_flavor_without_mappings(self):
+        self.assertEqual([('disk.local', 3 * GiB),
+                          ('disk.swap', 512 * 1024 ** 2)],
+                         self.expected([], ephemeral_gb=3, swap=512))
+        self.assertEqual([], self.expected([self.bdm('image', 'local')]))

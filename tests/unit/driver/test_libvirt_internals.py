@@ -51,6 +51,25 @@ class TestStockInternals(testtools.TestCase):
                         '_try_fetch_image_cache', 'cache('):
             self.assertNotIn(fetcher, spawn)
 
+    def test_root_disk_is_made_only_by_create_and_inject_local_root(self):
+        # An import lets the stock _create_image make the ephemeral and
+        # swap disks it lacks, with _create_and_inject_local_root (the
+        # Glance download of the root) switched off.
+        self.assertEqual(
+            ['self', 'context', 'instance', 'disk_mapping',
+             'booted_from_volume', 'suffix', 'disk_images', 'injection_info',
+             'fallback_from_host'],
+            parameter_names(
+                libvirt_driver.LibvirtDriver._create_and_inject_local_root))
+        create = inspect.getsource(libvirt_driver.LibvirtDriver._create_image)
+        self.assertIn('created_disks = self._create_and_inject_local_root(',
+                      create)
+        for other_root_step in ("image('disk'", 'fetch_image',
+                                '_try_fetch_image_cache'):
+            self.assertNotIn(other_root_step, create)
+        for local_disk in ("'disk.local'", "'disk.swap'", 'get_eph_disk('):
+            self.assertIn(local_disk, create)
+
     def test_uefi_loader_fix_hooks_what_nova_still_has(self):
         # StockLibvirtDriver._configure_guest_by_virt_type runs the stock
         # method, then clears os_loader_secure when os_firmware_secure says

@@ -32,6 +32,11 @@ class RecordingBackend(object):
         self.storage = storage
         self.fail = fail
         self.discarded = []
+        self.checked = []
+
+    def check_stageable(self, context, instance, disks_):
+        # Before any data moves: the source's own descriptors.
+        self.checked.append([d.url for d in disks_])
 
     def stage_disks(self, context, instance, disks_):
         staged = []
@@ -116,11 +121,14 @@ def test_stage_pulls_translates_and_journals(source, lookup, tmp_path):
     server, raw, vmdk = source
     storage = tmp_path / 'storage'
     storage.mkdir()
-    stager = _stager(RecordingBackend(str(storage)), tmp_path)
-    report = stager.stage_start(_request(server, vmdk))
+    backend = RecordingBackend(str(storage))
+    stager = _stager(backend, tmp_path)
+    request = _request(server, vmdk)
+    report = stager.stage_start(request)
     assert report['state'] == 'running'
     report = _wait(stager, 'move-1')
     assert report['state'] == 'done', report
+    assert backend.checked == [[d['disk']['url'] for d in request['disks']]]
     assert report['hardware'] == {'disk_bus': 'sata', 'nic_model': 'e1000',
                                   'firmware': 'bios'}
     [staged] = report['staged']

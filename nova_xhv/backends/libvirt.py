@@ -109,7 +109,8 @@ class StockLibvirtDriver(libvirt_driver.LibvirtDriver):
     """Nova's LibvirtDriver with one switch for imported instances.
 
     For an instance whose disks were staged by ``LibvirtBackend.stage_disks``
-    disk creation is replaced by checking that the staged files are there.
+    disk creation never makes the root (it checks the staged one is there)
+    and only creates the ephemeral and swap disks the import lacks.
     """
 
     def __init__(self, virtapi, read_only=False):
@@ -350,24 +351,17 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
         first ephemeral or swap disk of the server's mappings that has
         exactly their size and no disk yet.
         """
-        plan = []
-        unnamed = []
-        for disk in disks:
-            if disk.boot_index == 0:
-                plan.append([disk, ROOT_DISK])
-            elif (disk.handle and disk.handle != ROOT_DISK
-                    and _LOCAL_DISK_NAME.match(disk.handle)):
-                plan.append([disk, disk.handle])
-            else:
-                plan.append([disk, None])
-                unnamed.append(plan[-1])
-        if unnamed:
-            taken = {name for _disk, name in plan if name}
-            free = [(name, size) for name, size
-                    in expected_local_disks(context, instance)
-                    if name not in taken]
-            for entry in unnamed:
-                disk = entry[0]
+        names = [ROOT_DISK if disk.boot_index == 0
+                 else disk.handle if (disk.handle and disk.handle != ROOT_DISK
+                                      and _LOCAL_DISK_NAME.match(disk.handle))
+                 else None
+                 for disk in disks]
+        if None in names:
+            free = [slot for slot in expected_local_disks(context, instance)
+                    if slot[0] not in names]
+            for n, disk in enumerate(disks):
+                if names[n] is not None:
+                    continue
                 fits = [slot for slot in free
                         if slot[1] == disk.virtual_size]
                 if not fits:
@@ -380,14 +374,13 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
                               disk.virtual_size,
                               ', '.join('%s %d bytes' % slot for slot in free)
                               or 'none'))
-                entry[1] = fits[0][0]
+                names[n] = fits[0][0]
                 free.remove(fits[0])
-        names = [name for _disk, name in plan]
         if ROOT_DISK not in names or len(set(names)) != len(names):
             _fail('Disks to import onto KVM for instance %s need exactly one '
                   'boot disk (boot_index 0) and distinct names; got %s.'
                   % (instance.uuid, ', '.join(names)))
-        return [tuple(entry) for entry in plan]
+        return list(zip(disks, names))
 
     @staticmethod
     def _check_importable(instance, disk):

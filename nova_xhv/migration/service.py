@@ -15,6 +15,7 @@ from nova import objects
 from oslo_log import log as logging
 from oslo_serialization import jsonutils
 
+from nova_xhv.backends import family as backend_family
 from nova_xhv import disk as xhv_disk
 from nova_xhv.migration import client as exchange_client
 from nova_xhv.migration import exchange
@@ -25,9 +26,6 @@ from nova_xhv.migration import stager as move_stager
 
 LOG = logging.getLogger(__name__)
 
-# Formats the translation engine reads: the image types any XHV compute
-# can take (Nova turns these into COMPUTE_IMAGE_TYPE_* traits).
-READABLE_IMAGE_TYPES = ('raw', 'qcow2', 'vmdk', 'vhdx', 'vhd')
 SOURCE = 'source'
 RECLAIMED = 'reclaimed'
 
@@ -114,7 +112,7 @@ class MoveService(object):
         accepted = [f.strip().lower()
                     for f in self._conf['accepted_source_families']
                     if f.strip()]
-        return [f for f in flow.FAMILY_HV_TYPES
+        return [f for f in sorted(backend_family.families())
                 if f != self.family and (not accepted or f in accepted)]
 
     def advertise(self, resources):
@@ -132,7 +130,8 @@ class MoveService(object):
                       or []} or {'x86_64'}
             extra = [(arch, hv_type, 'hvm') for arch in sorted(arches)
                      for family in accepts
-                     for hv_type in flow.FAMILY_HV_TYPES[family]]
+                     for hv_type in
+                     backend_family.get(family).image_hv_types]
             known = [tuple(t) for t in resources.get('supported_instances')
                      or []]
             resources['supported_instances'] = known + [
@@ -144,7 +143,8 @@ class MoveService(object):
         if not self.enabled:
             return backend_capabilities  # no moves: exactly the backend
         caps = dict(backend_capabilities)
-        for fmt in READABLE_IMAGE_TYPES:
+        # Nova turns these into COMPUTE_IMAGE_TYPE_* traits.
+        for fmt in self.backend.facts.spawn_formats:
             caps['supports_image_type_%s' % fmt] = True
         return caps
 

@@ -249,7 +249,7 @@ class Stager(object):
                 subformat=self.backend.native_subformat,
                 virtual_size=result.virtual_size, path=target,
                 bus=native_bus, boot_index=disk.boot_index,
-                device_name=None, handle=_local_handle(disk)))
+                device_name=None, handle=disk.handle))
             LOG.info('Move %s: disk %d of instance %s pulled and translated '
                      '(%s %s -> %s, %d bytes written, %.1f s)', job.key, n,
                      instance.uuid, disk.format, disk.subformat or '',
@@ -380,14 +380,6 @@ def _check_key(key):
             c.isalnum() or c in '-_.' for c in key) or len(key) > 128:
         raise exchange.ControlError('bad or missing move key')
     return key
-
-
-def _local_handle(disk):
-    # KVM names non-boot local disks by handle (disk.local, disk.ephN);
-    # other families' handles mean nothing here.
-    if disk.handle and disk.handle.startswith('disk'):
-        return disk.handle
-    return None
 
 
 def _instance_or_stub(context, instance_uuid):

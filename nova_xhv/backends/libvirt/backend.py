@@ -60,6 +60,7 @@ from oslo_serialization import jsonutils
 from oslo_utils.imageutils import format_inspector
 
 from nova_xhv.backends import base
+from nova_xhv.backends.libvirt import facts as kvm_facts
 import nova_xhv.conf
 from nova_xhv import disk as xhv_disk
 from nova_xhv import forwarding
@@ -194,8 +195,7 @@ _StockDriverForwarder = forwarding.delegating_driver(
 class LibvirtBackend(_StockDriverForwarder, base.Backend):
     """KVM/QEMU through Nova's stock libvirt driver."""
 
-    family = 'kvm'
-    native_format = 'qcow2'
+    facts = kvm_facts.FAMILY
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi)

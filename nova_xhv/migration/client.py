@@ -47,9 +47,13 @@ class ExchangeClient(object):
 
     def call(self, base_url, method, path, data=None):
         body = jsonutils.dump_as_bytes(data) if data is not None else b''
-        headers = signing.sign(self._secret, method, path, body)
-        headers['Content-Type'] = 'application/json'
         parts = urllib.parse.urlsplit(base_url)
+        try:
+            target = signing.target_of_url(base_url)
+        except ValueError as error:
+            raise ExchangeError(reason=str(error))
+        headers = signing.sign(self._secret, method, target, path, body)
+        headers['Content-Type'] = 'application/json'
         connection = self._connection(parts)
         try:
             connection.request(method, path, body=body, headers=headers)

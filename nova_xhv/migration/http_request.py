@@ -35,6 +35,7 @@ _REQUEST_LINE = re.compile(rb'^(' + _TOKEN + rb') ([\x21-\x7e]+) '
                            rb'(HTTP/[0-9]\.[0-9])\r?\n$')
 _HEADER_LINE = re.compile(rb'^(' + _TOKEN + rb'):[ \t]*([^\r\n]*?)[ \t]*'
                           rb'\r?\n$')
+_NOT_TEXT = re.compile(rb'[^\x20-\x7e\r]')
 _LENGTH = re.compile(r'^[0-9]{1,15}$')
 
 
@@ -116,6 +117,11 @@ def read_request(rfile, methods):
     """
     line = b''
     for _attempt in range(MAX_LEADING_EMPTY_LINES + 1):
+        # Binary (a TLS hello, garbage) is refused as soon as it arrives,
+        # not after waiting for a line end that may never come.
+        if _NOT_TEXT.search(rfile.peek(1)[:MAX_REQUEST_LINE].split(
+                b'\n', 1)[0]):
+            raise Refusal(400, 'malformed request line (not text)')
         line = rfile.readline(MAX_REQUEST_LINE + 1)
         if line not in (b'\r\n', b'\n'):
             break

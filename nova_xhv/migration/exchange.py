@@ -14,8 +14,15 @@ it is built on the standard library, which eventlet patches).  It serves:
 
 ``POST /stage``, ``GET /stage/<key>``, ``DELETE /stage/<key>``, ``GET /ping``
     Control requests from other computes, signed with the shared
-    ``[xhv] exchange_secret`` (nova_xhv.migration.signing), handed to a
-    handler object (nova_xhv.migration.stager.Stager on a destination).
+    ``[xhv] exchange_secret`` for this endpoint's ``host:port``
+    (nova_xhv.migration.signing), handed to a handler object
+    (nova_xhv.migration.stager.Stager on a destination).
+
+Anything may connect, so requests are read strictly and within bounds
+(nova_xhv.migration.http_request: a 4xx for every malformed one, the body
+framing checked before a byte of it is read), under deadlines, and within
+a global and a per-client connection cap (Limits); the accept loop sheds
+connections past the caps without starting a thread for them.
 """
 
 import base64

@@ -345,6 +345,33 @@ def test_global_cap_sheds_and_recovers(server):
     _control_works(server)
 
 
+@pytest.mark.parametrize('use_tls', [False, True], ids=['http', 'https'])
+def test_the_client_retries_when_shed(certs, use_tls):
+    ca, cert, key = certs
+    server = exchange.ExchangeServer(
+        SECRET, bind_host='127.0.0.1', port=0, advertise_host='127.0.0.1',
+        use_tls=use_tls, cert_file=cert, key_file=key,
+        control_handler=RecordingHandler(),
+        limits=exchange.Limits(header_timeout=30, max_connections=1))
+    server.start()
+    try:
+        holder = _connect(server, '127.0.0.1')
+        _wait_for(lambda: server.open_connections == 1)
+        answers = []
+        client = exchange_client.ExchangeClient(SECRET, ca_file=ca,
+                                                timeout=10)
+        pinging = threading.Thread(
+            target=lambda: answers.append(client.ping(server.url)))
+        pinging.start()
+        # Shed at least once (503 or, over TLS, closed), then room again.
+        _wait_for(lambda: server.shed >= 1)
+        holder.close()
+        pinging.join(ANSWER_WITHIN)
+        assert answers == [{'pong': True}]
+    finally:
+        server.stop(wait=True)
+
+
 def test_kept_alive_connection_serves_again_and_a_refusal_closes(server):
     target = signing.target_of_url(server.url)
     sock = _connect(server, '127.0.0.1')

@@ -25,6 +25,7 @@ a global and a per-client connection cap (Limits); the accept loop sheds
 connections past the caps without starting a thread for them.
 """
 
+import _socket
 import base64
 import collections
 import hmac
@@ -643,8 +644,16 @@ class _Server(socketserver.TCPServer):
 
 
 def _shutdown(sock):
+    """Shut a connection down from any thread, waking its reader.
+
+    A TLS socket is shut at the socket level: ssl.SSLSocket.shutdown
+    would drop its TLS state under the feet of a thread still using it.
+    """
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        if isinstance(sock, _socket.socket):
+            _socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        else:  # eventlet's green socket (plain): wraps a real one
+            sock.shutdown(socket.SHUT_RDWR)
     except (OSError, ValueError):
         pass  # already closed
 

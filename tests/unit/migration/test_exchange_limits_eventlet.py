@@ -28,6 +28,7 @@ if mode == 'eventlet':
     eventlet.monkey_patch()
 import json
 import socket
+import ssl
 import threading
 import time
 
@@ -79,13 +80,45 @@ for scheme in ('http', 'https'):
     peer = client.ExchangeClient(SECRET, ca_file=ca, timeout=10)
     silent = [connect(server) for _ in range(4)]
     wait_for(lambda: server.open_connections == 4)
+    # One more client trickles a request (a TLS hello over HTTPS), one byte
+    # every 0.1 s: never complete within the 1 s deadline.
+    if scheme == 'https':
+        bio_in, bio_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        hello = ssl.create_default_context(cafile=ca).wrap_bio(
+            bio_in, bio_out, server_hostname='127.0.0.1')
+        try:
+            hello.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        slow_bytes = bio_out.read()
+    else:
+        slow_bytes = b'GET /ping HTTP/1.1\r\nHost: x\r\n' * 10
+    trickler = connect(server, '127.0.0.3')
+    stop = threading.Event()
+
+    def trickle():
+        for byte in slow_bytes:
+            if stop.wait(0.1):
+                return
+            try:
+                trickler.send(bytes([byte]))
+            except OSError:
+                return
+    trickling = threading.Thread(target=trickle)
+    trickling.start()
     shed = connect(server)
     got = {'shed': status(shed)}
     shed.close()
     started = time.monotonic()
     got['ping_during'] = peer.ping(server.url)
     got['silent'] = [status(sock) for sock in silent]
+    got['trickled'] = status(trickler)
+    # Well before the attacker's own 15 s socket timeout.
     got['cut_within'] = time.monotonic() - started < 10
+    got['trickle_unfinished'] = trickling.is_alive()
+    stop.set()
+    trickling.join()
+    trickler.close()
     for sock in silent:
         sock.close()
     wait_for(lambda: server.open_connections == 0)
@@ -125,7 +158,9 @@ def test_caps_and_deadlines_in_both_concurrency_modes(mode, pki):
     assert http['shed'] == 503 and http['silent'] == [408] * 4
     assert http['negative_length'] == 400
     # Over TLS a shed or silent client is closed: no session to answer in.
+    assert http['trickled'] == 408
     assert https['shed'] is None and https['silent'] == [None] * 4
+    assert https['trickled'] is None
     for got in (http, https):
         assert got['ping_during'] == got['ping_after'] == {'pong': True}
-        assert got['cut_within']
+        assert got['cut_within'] and got['trickle_unfinished']

@@ -189,11 +189,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     protocol_version = 'HTTP/1.1'
     server_version = 'XHV-exchange/1'
-    sys_version = ''
 
     def __init__(self, request, client_address, server, deadline):
         self.deadline = deadline
         self._keep_alive = False
+        self._responded = False
         super().__init__(request, client_address, server)
 
     def setup(self):
@@ -210,6 +210,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         LOG.debug('exchange %s: ' + fmt, self.client_address[0], *args)
 
+    def version_string(self):
+        return self.server_version
+
+    def send_response(self, code, message=None):
+        self._responded = True
+        super().send_response(code, message)
+
     def handle(self):
         limits = self.server.limits
         timeout = limits.header_timeout
@@ -222,6 +229,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _handle_one(self):
         """Read and answer one request; False: close the connection."""
         self.close_connection = True
+        self._responded = False
         self.command = None
         self.request_version = 'HTTP/1.1'
         self.requestline = '-'
@@ -246,10 +254,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._error(refusal.status, refusal.reason,
                             refusal.headers)
             except socket.timeout:
+                if self._responded:
+                    return False  # the client stopped reading the answer
                 self._error(408, 'request not received in time')
         except OSError as error:
             LOG.debug('exchange: connection from %s ended: %s',
                       self.client_address[0], error)
+            return False
+        except Exception:
+            LOG.exception('exchange: request %r from %s failed',
+                          self.requestline, self.client_address[0])
+            if not self._responded:
+                self._error(500, 'internal error')
             return False
         return not self.close_connection
 

@@ -211,6 +211,8 @@ MALFORMED = [
 def test_every_malformed_request_gets_a_4xx(server, raw, expected):
     assert _ask(server, raw) == expected
     _control_works(server)
+    # Every refused connection is closed by the server: no thread left.
+    _wait_for(lambda: server.open_connections == 0)
 
 
 @pytest.mark.parametrize('body,expected', [

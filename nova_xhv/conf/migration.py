@@ -74,8 +74,8 @@ exchange_opts = [
     cfg.IntOpt('exchange_max_connections_per_client', default=64, min=1,
                help='Connections one client address may hold at once; '
                     'beyond it, shed like exchange_max_connections. A '
-                    'destination pulling disks opens up to 8 per disk '
-                    'being read.'),
+                    'destination pulling disks holds a few per disk it '
+                    'reads.'),
 ]
 
 flow_opts = [

@@ -16,7 +16,10 @@ never be reached).  XHV adds, on top of the inner driver:
 from oslo_log import log as logging
 from oslo_utils import units
 
+from cinder import exception
 from cinder.image import image_utils
+from cinder.message import api as message_api
+from cinder.message import message_field
 from cinder.objects import fields
 from cinder.volume import driver
 
@@ -95,6 +98,15 @@ class XHVVolumeDriver(driver.VolumeDriver):
                   'fmt': self.stored_format,
                   'fam': ', '.join(self._attach_families(
                       self._inner_protocol())) or 'no known hypervisor'})
+        # What Glance's web server accepts is invisible from here: the API
+        # does not expose it, and testing it would mean uploading data to
+        # an image at start-up.  Say what it must accept instead.
+        LOG.info('XHV uploads volumes to Glance as HTTP chunks of %d bytes '
+                 '(glanceclient); a Glance served by uWSGI without a proxy '
+                 'in front must accept them (chunked-input-limit above %d, '
+                 'uWSGI\'s default is 1 MiB), which this driver cannot '
+                 'check from here.',
+                 images.upload_chunk_size(), images.upload_chunk_size() + 2)
 
     def set_initialized(self):
         self._inner.set_initialized()
@@ -358,9 +370,20 @@ class XHVVolumeDriver(driver.VolumeDriver):
             return self._inner.copy_volume_to_image(context, volume,
                                                     image_service, image_meta)
         fmt = volume_format.require_format(volume, 'upload')
-        images.upload_volume(
-            self._inner, context, volume, fmt, image_service, image_meta,
-            self.configuration.safe_get('xhv_vmdk_adapter_type'))
+        try:
+            images.upload_volume(
+                self._inner, context, volume, fmt, image_service, image_meta,
+                self.configuration.safe_get('xhv_vmdk_adapter_type'))
+        except exception.ImageConversionNotAllowed as err:
+            # The manager records every failure as "Failed to upload volume
+            # to image at backend."; a conversion refused by policy
+            # (image_conversion_disable) has its own detail in Cinder's
+            # fixed list, which cinder-api renders: record it too.
+            message_api.API().create(
+                context, message_field.Action.COPY_VOLUME_TO_IMAGE,
+                resource_uuid=volume.id, exception=err,
+                detail=message_field.Detail.IMAGE_FORMAT_UNACCEPTABLE)
+            raise
 
     # -- migration and retype
 

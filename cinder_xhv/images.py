@@ -126,6 +126,9 @@ def convert(src, src_format, dst, dst_format, max_size, subformat=None):
                                  from_format=src_format,
                                  subformat=subformat, options=options)
     except translate.TranslationError as err:
+        LOG.error('Converting %(src)s (%(sf)s) to %(df)s failed: %(err)s',
+                  {'src': src, 'sf': src_format, 'df': dst_format,
+                   'err': err})
         raise exception.ImageCopyFailure(reason=str(err))
 
 
@@ -216,6 +219,42 @@ def upload_volume(inner, context, volume, volume_format, image_service,
         base_image_ref = (volume.glance_metadata or {}).get('image_id')
         with image_utils.chown_if_needed(staged):
             with open(staged, 'rb') as image_file:
-                image_service.update(context, image_id, {}, image_file,
-                                     purge_props=False, store_id=store_id,
-                                     base_image_ref=base_image_ref)
+                try:
+                    image_service.update(context, image_id, {}, image_file,
+                                         purge_props=False,
+                                         store_id=store_id,
+                                         base_image_ref=base_image_ref)
+                except Exception as err:
+                    LOG.error('Glance did not take the %(fmt)s data of '
+                              'image %(img)s (volume %(vol)s, %(size)d '
+                              'bytes): %(err)s.%(hint)s',
+                              {'fmt': disk_format, 'img': image_id,
+                               'vol': volume.id, 'size': result.bytes_written,
+                               'err': err, 'hint': glance_failure_hint(err)})
+                    raise
+
+
+def glance_http_status(err):
+    """The HTTP status of a glanceclient error, None for anything else."""
+    status = getattr(err, 'code', None)
+    return status if isinstance(status, int) else None
+
+
+def glance_failure_hint(err):
+    """What an operator should check after Glance failed an upload."""
+    status = glance_http_status(err)
+    if status is None or status < 500:
+        return ''
+    return (' Glance failed while receiving the data: glanceclient sends it '
+            'as HTTP chunks of %d bytes, and a Glance served by uWSGI (with '
+            'no proxy in front that re-chunks the body) refuses any chunk '
+            'over its chunked-input-limit (default 1 MiB) with "unable to '
+            'receive chunked part"; set chunked-input-limit = 16777216 in '
+            'glance-api\'s uWSGI options (see XHV\'s cinder documentation).'
+            % upload_chunk_size())
+
+
+def upload_chunk_size():
+    """Bytes per HTTP chunk glanceclient streams an image body in."""
+    from glanceclient.common import http as glance_http
+    return glance_http.CHUNKSIZE

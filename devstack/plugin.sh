@@ -114,6 +114,23 @@ function configure_xhv_cinder {
     fi
 }
 
+# glanceclient streams uploads of unknown size (Cinder's upload to image,
+# Nova's snapshots) as 1 MiB HTTP chunks; uWSGI refuses any chunk over its
+# chunked-input-limit (default 1 MiB: a chunk needs 2 bytes more).
+# devstack's Apache re-chunks bodies in front of Glance's uWSGI, but that
+# uWSGI's own http-socket (worker_self_reference_url) takes clients
+# directly.  configure_glance rewrites the file on every stack.sh, before
+# post-config; a higher limit already there is kept.
+function configure_xhv_glance {
+    local conf=${GLANCE_UWSGI_CONF:-} limit=$XHV_GLANCE_CHUNKED_INPUT_LIMIT
+    [[ -z "$limit" || -z "$conf" || ! -f "$conf" ]] && return 0
+    local current
+    current=$(iniget "$conf" uwsgi chunked-input-limit)
+    if [[ -z "$current" || "$current" -lt "$limit" ]]; then
+        iniset "$conf" uwsgi chunked-input-limit "$limit"
+    fi
+}
+
 # unstack: give nova-compute and Cinder back the drivers they had.
 function unconfigure_xhv {
     local conf
@@ -176,9 +193,10 @@ if [[ "$1" == "stack" ]]; then
             install_xhv
             ;;
         post-config)
-            echo_summary "Configuring Nova and Cinder for XHV"
+            echo_summary "Configuring Nova, Cinder and Glance's uWSGI for XHV"
             configure_xhv_nova
             configure_xhv_cinder
+            configure_xhv_glance
             ;;
     esac
 elif [[ "$1" == "unstack" ]]; then

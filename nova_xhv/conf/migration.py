@@ -53,6 +53,29 @@ exchange_opts = [
     cfg.IntOpt('exchange_clock_skew', default=300, min=5,
                help='Largest clock difference, in seconds, accepted '
                     'between computes for signed requests.'),
+    cfg.FloatOpt('exchange_header_timeout', default=10.0, min=0.1,
+                 help='Seconds a client of the exchange endpoint has, from '
+                      'connecting (TLS handshake included), to send its '
+                      'request line and headers. A client that stays silent '
+                      'or trickles bytes is answered 408 and cut.'),
+    cfg.FloatOpt('exchange_body_timeout', default=30.0, min=0.1,
+                 help='Seconds a client has to send the body of a control '
+                      'request (at most 1 MiB) once its headers arrived.'),
+    cfg.FloatOpt('exchange_idle_timeout', default=300.0, min=1,
+                 help='Seconds a connection that got an answer may stay '
+                      'idle before its next request, and the longest wait '
+                      'for one read or write while a disk is served (qemu '
+                      'keeps its connections open between reads). A '
+                      'refused request always closes its connection.'),
+    cfg.IntOpt('exchange_max_connections', default=256, min=1,
+               help='Connections the exchange endpoint serves at once (one '
+                    'thread each). Connections beyond it are answered 503 '
+                    '(over TLS: closed) at once, without a thread.'),
+    cfg.IntOpt('exchange_max_connections_per_client', default=64, min=1,
+               help='Connections one client address may hold at once; '
+                    'beyond it, shed like exchange_max_connections. A '
+                    'destination pulling disks holds a few per disk it '
+                    'reads.'),
 ]
 
 flow_opts = [

@@ -6,12 +6,23 @@ behaves the same on native threads and under eventlet).
 """
 
 import http.client
+import ssl
+import time
 import urllib.parse
 
 from oslo_serialization import jsonutils
 
 from nova_xhv.migration import signing
 from nova_xhv.translate import remote
+
+
+# An endpoint at its connection caps answers 503 (plain HTTP) or closes
+# the connection (TLS): each control call tries this often in all.
+SHED_ATTEMPTS = 3
+SHED_RETRY_DELAY = 1.0
+_SHED_ERRORS = (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError,
+                ssl.SSLZeroReturnError,
+                http.client.RemoteDisconnected)
 
 
 class ExchangeError(Exception):
@@ -47,20 +58,38 @@ class ExchangeClient(object):
 
     def call(self, base_url, method, path, data=None):
         body = jsonutils.dump_as_bytes(data) if data is not None else b''
-        headers = signing.sign(self._secret, method, path, body)
-        headers['Content-Type'] = 'application/json'
         parts = urllib.parse.urlsplit(base_url)
-        connection = self._connection(parts)
         try:
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            status, text = response.status, response.read()
-        except (OSError, http.client.HTTPException) as error:
-            raise ExchangeError(
-                reason='cannot reach the XHV exchange endpoint %s: %s'
-                       % (base_url, error))
-        finally:
-            connection.close()
+            target = signing.target_of_url(base_url)
+        except ValueError as error:
+            raise ExchangeError(reason=str(error))
+        for attempt in range(1, SHED_ATTEMPTS + 1):
+            # Signed again each time: a nonce is good for one request.
+            headers = signing.sign(self._secret, method, target, path, body)
+            headers['Content-Type'] = 'application/json'
+            connection = self._connection(parts)
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                status, text = response.status, response.read()
+            except _SHED_ERRORS as error:
+                if attempt == SHED_ATTEMPTS:
+                    raise ExchangeError(
+                        reason='cannot reach the XHV exchange endpoint %s: '
+                               '%s' % (base_url, error))
+                status = None
+            except (OSError, http.client.HTTPException) as error:
+                raise ExchangeError(
+                    reason='cannot reach the XHV exchange endpoint %s: %s'
+                           % (base_url, error))
+            finally:
+                connection.close()
+            if status is not None and (status != 503 or
+                                       attempt == SHED_ATTEMPTS):
+                break
+            # Shed by a busy endpoint (its connection caps; closed before
+            # a byte was read over TLS): every call is idempotent, retry.
+            time.sleep(SHED_RETRY_DELAY)
         try:
             reply = jsonutils.loads(text)
         except ValueError:

@@ -44,7 +44,10 @@ class MoveService(object):
             'exchange_bind_host', 'exchange_port', 'exchange_advertise_host',
             'exchange_use_tls', 'exchange_cert_file', 'exchange_key_file',
             'exchange_ca_file', 'exchange_insecure', 'exchange_token_ttl',
-            'exchange_clock_skew', 'migration_stage_timeout',
+            'exchange_clock_skew', 'exchange_header_timeout',
+            'exchange_body_timeout', 'exchange_idle_timeout',
+            'exchange_max_connections',
+            'exchange_max_connections_per_client', 'migration_stage_timeout',
             'migration_poll_interval', 'migration_state_dir',
             'accepted_source_families', 'new_boot_families',
             'cross_family_disk_bus', 'cross_family_nic_model')}
@@ -94,7 +97,14 @@ class MoveService(object):
             key_file=c['exchange_key_file'],
             token_ttl=c['exchange_token_ttl'],
             clock_skew=c['exchange_clock_skew'],
-            control_handler=self.stager)
+            control_handler=self.stager,
+            limits=exchange.Limits(
+                header_timeout=c['exchange_header_timeout'],
+                body_timeout=c['exchange_body_timeout'],
+                idle_timeout=c['exchange_idle_timeout'],
+                max_connections=c['exchange_max_connections'],
+                max_connections_per_client=c[
+                    'exchange_max_connections_per_client']))
         removed = self.stager.cleanup_leftovers()
         if removed:
             LOG.info('Removed disks staged by %d unfinished move(s): %s',

@@ -4,8 +4,9 @@ Boot the tiny disk (tests/fixtures/disks.py) as a vmdk image on the vSphere
 compute, move it to KVM, confirm, read the boot marker from the KVM console;
 then the same move reverted.  Then Cinder with XHV's volume driver: a volume
 made from the vmdk image, uploaded back as the streamOptimized vmdk vSphere
-imports, and that image booted on vSphere.  Prints a table of each step's
-time.
+imports, and that image booted on vSphere; then a volume holding 64 MiB
+of data uploaded as each disk format Glance takes.  Prints a table of each
+step's time.
 """
 
 import json
@@ -24,6 +25,18 @@ IMAGE = PREFIX + 'boot'
 FLAVOR = 'xhv-tiny'
 VOLUME = PREFIX + 'volume'
 VOLUME_IMAGE = PREFIX + 'from-volume'
+# A volume holding real data (tests/fixtures/disks.make_data_disk), uploaded
+# in every format: bodies of many 1 MiB chunks, which the tiny boot disk's
+# upload never sends.
+DATA_IMAGE = PREFIX + 'data'
+DATA_VOLUME = PREFIX + 'data-volume'
+DATA_SIZE = 64 * 1024 * 1024
+UPLOAD_FORMATS = ('vmdk', 'qcow2', 'raw', 'vhd', 'vhdx')
+
+
+def uploaded_image(disk_format):
+    """Name of the image the demo uploads from DATA_VOLUME as a format."""
+    return '%sdata-%s' % (PREFIX, disk_format)
 
 
 class StepFailed(RuntimeError):
@@ -232,6 +245,59 @@ class Demo:
                   props.get('vmware_adaptertype')))
         return image
 
+    def volume_messages(self, name):
+        """The user messages Cinder recorded for a volume, one per line."""
+        volume = self.cli('volume', 'show', name, parse=True)
+        messages = self.cli('--os-volume-api-version', '3.3', 'volume',
+                            'message', 'list', parse=True)
+        return ['%s %s' % (m.get('Created At', ''), m['User Message'])
+                for m in messages if m.get('Resource UUID') == volume['id']]
+
+    def data_image_create(self):
+        """A qcow2 image of a 1 GiB disk holding 64 MiB of random data."""
+        sys.path.insert(0, services.TOP)
+        from tests.fixtures import disks
+        for image in self.cli('image', 'list', '--name', DATA_IMAGE,
+                              parse=True):
+            self.cli('image', 'delete', image['ID'])
+        with tempfile.TemporaryDirectory(prefix='xhv-aio-') as tmp:
+            raw = os.path.join(tmp, 'data.raw')
+            qcow2 = os.path.join(tmp, 'data.qcow2')
+            disks.make_data_disk(raw, 1024 ** 3, DATA_SIZE)
+            subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O',
+                            'qcow2', raw, qcow2], check=True)
+            self.cli('image', 'create', '--disk-format', 'qcow2',
+                     '--container-format', 'bare', '--file', qcow2,
+                     DATA_IMAGE)
+        return self.wait_image(DATA_IMAGE)
+
+    def data_volume_create(self):
+        for volume in self.cli('volume', 'list', '--name', DATA_VOLUME,
+                               parse=True):
+            self.cli('volume', 'delete', volume['ID'])
+            self.wait_gone('volume', volume['ID'])
+        self.cli('volume', 'create', '--image', DATA_IMAGE, '--size', '1',
+                 DATA_VOLUME)
+        return self.wait_volume(DATA_VOLUME, 'available')
+
+    def upload_as(self, disk_format):
+        """image create --volume in ``disk_format``; its messages if not."""
+        name = uploaded_image(disk_format)
+        for image in self.cli('image', 'list', '--name', name, parse=True):
+            self.cli('image', 'delete', image['ID'])
+        self.cli('image', 'create', '--volume', DATA_VOLUME, '--disk-format',
+                 disk_format, '--container-format', 'bare', name)
+        try:
+            self.wait_volume(DATA_VOLUME, 'available', timeout=300)
+            image = self.wait_image(name, timeout=60)
+        except StepFailed as exc:
+            msg = '%s; volume messages: %s' % (
+                exc, self.volume_messages(DATA_VOLUME) or 'none')
+            raise StepFailed(msg) from exc
+        print('image %s: %s, %s bytes' % (name, image['disk_format'],
+                                          image['size']))
+        return image
+
     def wait_gone(self, kind, ident, timeout=120):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -315,6 +381,20 @@ class Demo:
                   % self.vmware, lambda: self.create_server(
                       VOLUME_IMAGE, self.vmware, image=VOLUME_IMAGE),
                   skip=skip)
+        self.data_steps()
+
+    def data_steps(self):
+        """64 MiB of data: image -> volume -> an image in each format."""
+        made = self.step('image create (1 GiB qcow2, 64 MiB of data)',
+                         self.data_image_create)
+        skip = made is StepFailed and 'no data image'
+        made = self.step('volume create --image (64 MiB of data)',
+                         self.data_volume_create, skip=skip)
+        skip = skip or (made is StepFailed and 'no data volume')
+        for disk_format in UPLOAD_FORMATS:
+            self.step('image create --volume (64 MiB) --disk-format %s'
+                      % disk_format,
+                      lambda f=disk_format: self.upload_as(f), skip=skip)
 
     def final_state(self):
         """Each server with its compute host and hypervisor type."""

@@ -22,6 +22,20 @@ CLOUD_NAME = 'xhv-aio'
 NOVA_FATAL = r'[^\n]*(ERROR nova \[|CRITICAL )[^\n]*'
 
 
+# glanceclient (cinder-volume's upload to image, Nova's snapshots) streams
+# a body of unknown size as HTTP chunks of 1 MiB; uWSGI's chunked reader
+# refuses any chunk bigger than --chunked-input-limit (default 1 MiB, and
+# a chunk needs 2 bytes more for its CRLF), so without a higher limit every
+# upload over 1 MiB fails with "unable to receive chunked part" (issue 25).
+# devstack never sees it because Apache re-chunks the body in front of
+# uWSGI; here clients talk to uWSGI directly.  socket-timeout 30 is
+# devstack's value for slow chunked uploads.
+GLANCE_UWSGI_OPTIONS = ['--http-chunked-input', '--http-raw-body',
+                        '--http-auto-chunked',
+                        '--chunked-input-limit', str(16 * 1024 * 1024),
+                        '--socket-timeout', '30']
+
+
 def clouds_yaml_path():
     return os.path.expanduser('~/.config/openstack/clouds.yaml')
 
@@ -141,8 +155,7 @@ class Stack:
         gconf = c.conf('glance', 'glance-api.conf')
         c.once('glance-db-sync', [gconf], lambda: c.manage(
             ['glance-manage', '--config-file', gconf, 'db_sync']))
-        c.wsgi('glance', ['--http-chunked-input', '--http-raw-body',
-                          '--http-auto-chunked'])
+        c.wsgi('glance', GLANCE_UWSGI_OPTIONS)
         pconf = c.conf('placement', 'placement.conf')
         c.once('placement-db-sync', [pconf], lambda: c.manage(
             ['placement-manage', '--config-file', pconf, 'db', 'sync']))

@@ -15,12 +15,18 @@ import os
 import re
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 
 import pytest
 
+from tests.fixtures import disks
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.join(TOP, 'tools', 'aio'))
+import demo as aio_demo  # noqa: E402  (tools/aio is no package)
 AIO = os.path.join(TOP, 'tools', 'xhv-aio')
 STATE = os.environ.get('XHV_AIO_TEST_DIR', '/var/lib/xhv-aio-test')
 PORTS = (5000, 8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989)
@@ -28,6 +34,8 @@ OPENSTACK = os.path.join(os.environ.get('XHV_VENV', '/opt/xhv/venv'), 'bin',
                          'openstack')
 # Steps that need the cross-hypervisor migration; the demo marks them
 # SKIPPED only when nova_xhv.migration is not installed at all.
+QEMU_FORMAT = {'vmdk': 'vmdk', 'qcow2': 'qcow2', 'raw': 'raw', 'vhd': 'vpc',
+               'vhdx': 'vhdx'}
 MIGRATION_STEPS = ('server migrate --host', 'server migrate confirm',
                    'console log show (after move)', 'revert demo')
 
@@ -127,6 +135,43 @@ def check_block_storage():
     assert same.returncode == 0, same.stdout + same.stderr
 
 
+def check_uploads(tmp):
+    """Every format the demo uploaded: downloaded, its format and data.
+
+    The demo made DATA_VOLUME from a qcow2 image of a 1 GiB disk holding
+    64 MiB of random data and uploaded it as each of UPLOAD_FORMATS; each
+    image, fetched with ``openstack image save``, must be that format and
+    hold the same guest data as the source image.
+    """
+    base = cli('image', 'show', aio_demo.DATA_IMAGE)
+    source = os.path.join(STATE, 'lib', 'glance', 'images', base['id'])
+    extents = disks.data_extents(1024 ** 3, aio_demo.DATA_SIZE)
+    assert sum(len(data) for _, data in extents) >= 64 * 1024 ** 2
+    for disk_format in aio_demo.UPLOAD_FORMATS:
+        image = cli('image', 'show', aio_demo.uploaded_image(disk_format))
+        assert image['status'] == 'active', image
+        assert image['disk_format'] == disk_format, image
+        path = os.path.join(tmp, 'upload.' + disk_format)
+        saved = subprocess.run([OPENSTACK, '--os-cloud', 'xhv-aio', 'image',
+                                'save', '--file', path, image['id']],
+                               capture_output=True, text=True, timeout=300)
+        assert saved.returncode == 0, saved.stderr
+        info = qemu_img('info', '--output', 'json', path)
+        assert info.returncode == 0, info.stderr
+        info = json.loads(info.stdout)
+        assert info['format'] == QEMU_FORMAT[disk_format], info
+        if disk_format == 'vmdk':
+            assert info['format-specific']['data']['create-type'] == \
+                'streamOptimized', info
+        same = qemu_img('compare', '-f', QEMU_FORMAT[disk_format], '-F',
+                        'qcow2', path, source)
+        assert same.returncode == 0, (disk_format, same.stdout + same.stderr)
+        if disk_format == 'raw':
+            # Independently of qemu-img: the pattern's bytes where written.
+            assert disks.check_extents(path, extents)
+        os.unlink(path)
+
+
 def step_table(output):
     """{step title: (seconds, result)} parsed from the demo's table."""
     rows = {}
@@ -170,7 +215,8 @@ def test_demo_end_to_end_then_down():
                        'server create --nic none on aio-vmware',
                        'volume service list', 'volume create --image',
                        'image create --volume',
-                       'server create on aio-vmware from the volume-made'):
+                       'server create on aio-vmware from the volume-made',
+                       'volume create --image (64 MiB of data)'):
             assert any(t.startswith(needed) for t in rows), needed
         assert demo.returncode == 0, output + logs
         final = demo.stdout.split('Final state:', 1)[1]
@@ -192,6 +238,12 @@ def test_demo_end_to_end_then_down():
         assert kinds == ['QEMU up', 'VMware vCenter Server up'], kinds
         try:
             check_block_storage()
+            with tempfile.TemporaryDirectory(prefix='xhv-smoke-') as tmp:
+                start = time.monotonic()
+                check_uploads(tmp)
+                print('downloading and checking the %d uploads took %.0f s'
+                      % (len(aio_demo.UPLOAD_FORMATS),
+                         time.monotonic() - start))
         except AssertionError as exc:
             tails = aio('logs', 'cinder-api', 'cinder-scheduler',
                         'cinder-volume', '-n', '25').stdout

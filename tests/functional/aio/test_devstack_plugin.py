@@ -204,3 +204,40 @@ def test_missing_cinder_driver_is_a_clear_error(bed):
     proc = run_phase(bed, 'stack', 'post-config')
     assert proc.returncode != 0
     assert 'no volume_driver in [lvmdriver-1]' in proc.stderr
+
+
+GLANCE_UWSGI = """[uwsgi]
+module = glance.wsgi.api:application
+http-socket = 127.0.0.1:60999
+http-chunked-input = true
+"""
+
+
+@pytest.mark.parametrize('existing, expected', [
+    (None, '16777216'), ('1048576', '16777216'), ('33554432', '33554432')])
+def test_post_config_raises_glance_chunked_input_limit(bed, existing,
+                                                       expected):
+    conf = bed / 'glance-uwsgi.ini'
+    text = GLANCE_UWSGI
+    if existing:
+        text += 'chunked-input-limit = %s\n' % existing
+    conf.write_text(text)
+    proc = run_phase(bed, 'stack', 'post-config',
+                     GLANCE_UWSGI_CONF=str(conf))
+    assert proc.returncode == 0, proc.stderr
+    uwsgi = read(conf)['uwsgi']
+    assert uwsgi['chunked-input-limit'] == expected
+    assert uwsgi['http-socket'] == '127.0.0.1:60999'  # untouched
+
+
+def test_post_config_without_glance_uwsgi_leaves_glance_alone(bed):
+    proc = run_phase(bed, 'stack', 'post-config',
+                     GLANCE_UWSGI_CONF=str(bed / 'absent.ini'))
+    assert proc.returncode == 0, proc.stderr
+    assert not (bed / 'absent.ini').exists()
+    conf = bed / 'glance-uwsgi.ini'
+    conf.write_text(GLANCE_UWSGI)
+    proc = run_phase(bed, 'stack', 'post-config', GLANCE_UWSGI_CONF=str(conf),
+                     XHV_GLANCE_CHUNKED_INPUT_LIMIT='')
+    assert proc.returncode == 0, proc.stderr
+    assert 'chunked-input-limit' not in read(conf)['uwsgi']

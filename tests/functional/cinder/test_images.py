@@ -4,6 +4,10 @@ import hashlib
 import os
 import subprocess
 
+import fixtures
+import glanceclient.exc
+
+from cinder.api.v3 import messages as messages_api
 from cinder.db import api as db
 
 from tests.functional.cinder import base
@@ -41,13 +45,16 @@ class ImageTest(base.XHVCinderTestCase):
             os.replace(converted, path)
         return vol, path, fmt, raw
 
-    def _upload(self, vol, disk_format):
+    def _request_upload(self, vol, disk_format):
         response = self.volume_api.copy_volume_to_image(
             self.ctxt, self.get_volume(vol.id, self.ctxt),
             {'name': 'up-%s' % disk_format, 'disk_format': disk_format,
              'container_format': 'bare', 'visibility': 'private',
              'protected': False}, False)
-        image_id = response['image_id']
+        return response['image_id']
+
+    def _upload(self, vol, disk_format):
+        image_id = self._request_upload(vol, disk_format)
         self.wait_volume(vol.id)
         base.wait_for(lambda: self.glance.image(image_id)['status'] ==
                       'active', 'image %s to become active' % image_id)
@@ -200,3 +207,63 @@ class ImageTest(base.XHVCinderTestCase):
         self.wait_volume(vol.id)
         self.assertTrue(base.same_guest_data(good_raw, 'raw', path, 'raw'))
         self.assertEqual(base.GiB, os.path.getsize(path))
+
+    # -- failed uploads reach the user ------------------------------------
+
+    def _user_messages(self, volume_id, count):
+        """The user messages of a volume, as cinder-api renders them."""
+        def recorded():
+            found = db.message_get_all(
+                self.ctxt, filters={'resource_uuid': volume_id})
+            return found if len(found) >= count else None
+        found = base.wait_for(recorded, '%d messages for volume %s'
+                              % (count, volume_id))
+        controller = messages_api.MessagesController(None)
+        rendered = []
+        for message in found:
+            message = dict(message)
+            controller._build_user_message(message)
+            rendered.append(message['user_message'])
+        return sorted(rendered)
+
+    def test_upload_failed_by_glance_reaches_the_user(self):
+        vol, path, fmt, raw = self._volume_with_guest_data('nfsraw')
+        digest = sha256(path)
+        received = []
+
+        def refuse(image_id, data, **kwargs):
+            # As Glance under uWSGI does with a chunk over its
+            # chunked-input-limit: the first read fails, HTTP 500.
+            received.append(len(data.read(1024 * 1024)))
+            raise glanceclient.exc.HTTPInternalServerError(
+                'unable to receive chunked part')
+        # glanceclient's images controller, which Cinder's wrapper calls.
+        self.useFixture(fixtures.MockPatchObject(
+            self.glance.client.images, 'upload', side_effect=refuse))
+        image_id = self._request_upload(vol, 'qcow2')
+        self.assertEqual(
+            ['copy volume to image:Failed to upload volume to image at '
+             'backend.'], self._user_messages(vol.id, 1))
+        self.wait_volume(vol.id)
+        self.assertEqual([1024 * 1024], received)
+        # The operator's log says where it failed and what to check.
+        self.wait_logged('Glance did not take the qcow2 data of image %s'
+                         % image_id)
+        self.assertIn('chunked-input-limit', self.logs.output)
+        self.assertEqual(digest, sha256(path))
+
+    def test_refused_conversion_reaches_the_user(self):
+        self.flags(image_conversion_disable=True)
+        vol, path, fmt, raw = self._volume_with_guest_data('nfsraw')
+        image_id = self._request_upload(vol, 'vhdx')
+        messages = self._user_messages(vol.id, 2)
+        self.assertEqual(
+            ['copy volume to image:Failed to upload volume to image at '
+             'backend.',
+             'copy volume to image:The image disk format must be the same '
+             'as the volume format for the volume type you are '
+             'requesting.'], messages)
+        self.wait_volume(vol.id)
+        self.wait_logged('Image conversion is disabled')
+        # Refused before a byte was converted or sent.
+        self.assertIsNone(self.glance.image(image_id)['size'])

@@ -7,6 +7,8 @@ import inspect
 import os
 import re
 
+from glanceclient.common import http as glance_http
+import glanceclient.exc
 from oslo_config import cfg
 
 from cinder import exception
@@ -18,6 +20,7 @@ from cinder.volume.drivers.vmware import vmdk
 from cinder.volume import manager as volume_manager
 
 from cinder_xhv import driver as xhv_driver
+from cinder_xhv import images
 from cinder_xhv import inner as inner_drivers
 from cinder_xhv import opts as xhv_opts
 from cinder_xhv import volume_format
@@ -274,3 +277,18 @@ class OptsTest(test.TestCase):
         self.assertEqual(['hyperv', 'kvm', 'vmware', 'xen'],
                          volume_format.attach_families('iSCSI'))
         self.assertEqual([], volume_format.attach_families('unknown'))
+
+
+class GlanceFailureHintTest(test.TestCase):
+    """The upload log names uWSGI's limit only for Glance's 5xx answers."""
+
+    def test_server_errors_name_the_limit(self):
+        hint = images.glance_failure_hint(
+            glanceclient.exc.HTTPInternalServerError('boom'))
+        self.assertIn('chunked-input-limit', hint)
+        self.assertIn(str(glance_http.CHUNKSIZE), hint)
+        self.assertEqual(glance_http.CHUNKSIZE, images.upload_chunk_size())
+        for err in (glanceclient.exc.HTTPForbidden('no'),
+                    glanceclient.exc.HTTPConflict('busy'),
+                    exception.ImageNotFound(image_id='x'), OSError('disk')):
+            self.assertEqual('', images.glance_failure_hint(err), err)

@@ -156,18 +156,21 @@ def test_wrong_secret_is_refused(tls_server, certs):
 def test_unsigned_replayed_and_stale_requests_are_refused(http_server):
     response, _body = _get(http_server, '/ping')
     assert response.status == 401
-    headers = signing.sign(SECRET, 'GET', '/ping')
+    target = signing.target_of_url(http_server.url)
+    headers = signing.sign(SECRET, 'GET', target, '/ping')
     assert _get(http_server, '/ping', headers=headers)[0].status == 200
     response, body = _get(http_server, '/ping', headers=headers)
     assert response.status == 401 and b'replayed' in body
-    stale = signing.sign(SECRET, 'GET', '/ping', now=time.time() - 3600)
+    stale = signing.sign(SECRET, 'GET', target, '/ping',
+                         now=time.time() - 3600)
     response, body = _get(http_server, '/ping', headers=stale)
     assert response.status == 401 and b'NTP' in body
 
 
 def test_signature_covers_the_body():
-    verifier = signing.Verifier(SECRET)
-    headers = signing.sign(SECRET, 'POST', '/stage', b'{"a": 1}')
+    verifier = signing.Verifier(SECRET, targets=['10.0.0.5:8799'])
+    headers = signing.sign(SECRET, 'POST', '10.0.0.5:8799', '/stage',
+                           b'{"a": 1}')
     with pytest.raises(signing.SignatureError, match='bad signature'):
         verifier.verify('POST', '/stage', headers, b'{"a": 2}')
     verifier.verify('POST', '/stage', headers, b'{"a": 1}')

@@ -179,13 +179,14 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
         """Create the instance on this hypervisor from staged disks.
 
         May assume: ``disks`` came from ``stage_disks`` on this compute;
-        the instance's system_metadata (and so ``image_meta``) already
-        carries the chosen hardware as the image properties
-        ``facts.image_properties`` names.
+        the hardware chosen for a move is in ``image_meta``: the instance's
+        system_metadata carries it as the image properties
+        ``facts.image_properties`` names (the one channel the choice
+        travels in; a later hard reboot rebuilds from the same).
 
-        :param hardware: the same choice in the family's own names
-            ({disk_bus, nic_model, firmware}: ``facts.hardware_names``);
-            None means the backend's defaults.
+        :param hardware: an explicit override in the family's own names
+            ({disk_bus, nic_model, firmware}: ``facts.hardware_names``) for
+            direct callers; XHV's moves pass None.
         :param power_on: start the guest (False: leave it powered off).
 
         On failure it raises and leaves the staged disks to

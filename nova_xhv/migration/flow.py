@@ -49,6 +49,17 @@ def source_record_key(migration_uuid):
 PROGRESS_EVERY = 1.0
 
 
+def crosses_families(source_family, dest_family):
+    """THE test of a move between hypervisor families.
+
+    An unknown family (a compute that publishes none and reports no
+    hypervisor type XHV knows) is not a move between families: the
+    backend's own migration handles it, as without XHV.
+    """
+    return (source_family is not None and dest_family is not None
+            and source_family != dest_family)
+
+
 def family_of_hv_type(hv_type):
     """The family of a compute reporting Nova hypervisor_type ``hv_type``."""
     return backend_family.family_of_hv_type(hv_type)

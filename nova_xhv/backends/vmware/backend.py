@@ -498,8 +498,11 @@ class VMwareBackend(base.Backend):
             memoryMB=instance.flavor.memory_mb,
             annotation=vmops.annotation(vmops.INSTANCE_MARKER, instance))
         if hardware and hardware.get('firmware'):
-            # The mapped firmware (bios/efi): staged VMs are made as BIOS.
             spec.firmware = hardware['firmware']
+        elif image_meta is not None:
+            # The mapped firmware (bios/efi) from the server's image
+            # properties: staged VMs are made as BIOS.
+            spec.firmware = vmops.firmware(image_meta)
         vmops.reconfigure(self._session, vm, spec, instance)
         vmops.grow_root_disk(self._session, vm, instance)
         if power_on:

@@ -30,6 +30,8 @@ class TestBed(object):
 
     #: The started backend under test.
     backend = None
+    #: The request context backend calls get (None where none is needed).
+    context = None
 
     def new_instance(self):
         """A Nova Instance object this backend may create a guest for."""
@@ -57,16 +59,20 @@ class TestBed(object):
             bus=backend.facts.native_name(family.DISK_BUS, 'sata'),
             boot_index=0 if bootable else None)
 
+    def extra_disk(self, folder, name):
+        """A non-boot native disk this bed's instances have room for."""
+        return self.native_disk(folder, name, bootable=False)
+
+    def image_meta(self, instance):
+        """The ImageMeta a spawn of ``instance`` gets."""
+        return objects.ImageMeta.from_dict({'properties': {}})
+
     def leftovers(self, instance):
         """What the hypervisor's storage holds for ``instance`` (names)."""
         raise NotImplementedError
 
     def destroy(self, instance):
-        self.backend.destroy(None, instance, [], destroy_disks=True)
-
-
-def _image_meta():
-    return objects.ImageMeta.from_dict({'properties': {}})
+        self.backend.destroy(self.context, instance, [], destroy_disks=True)
 
 
 def _sha256(reader):
@@ -90,16 +96,16 @@ class BackendConformance(object):
         os.makedirs(folder)
         incoming = [bed.native_disk(folder, 'boot')]
         for n in range(extra_disks):
-            incoming.append(bed.native_disk(folder, 'data%d' % n,
-                                            bootable=False))
+            incoming.append(bed.extra_disk(folder, 'data%d' % n))
         backend = bed.backend
-        backend.check_stageable(None, instance, incoming)
-        staged = backend.stage_disks(None, instance, incoming)
+        backend.check_stageable(bed.context, instance, incoming)
+        staged = backend.stage_disks(bed.context, instance, incoming)
         try:
-            backend.spawn_from_disks(None, instance, staged, [],
-                                     _image_meta(), power_on=power_on)
+            backend.spawn_from_disks(bed.context, instance, staged, [],
+                                     bed.image_meta(instance),
+                                     power_on=power_on)
         except Exception:
-            backend.discard_staged_disks(None, instance, staged)
+            backend.discard_staged_disks(bed.context, instance, staged)
             raise
         return instance
 
@@ -139,9 +145,9 @@ class BackendConformance(object):
             assert backend.get_info(instance).state == power_state.RUNNING
             backend.power_off(instance)
             assert backend.get_info(instance).state == power_state.SHUTDOWN
-            backend.power_on(None, instance, [])
+            backend.power_on(bed.context, instance, [])
             assert backend.get_info(instance).state == power_state.RUNNING
-            backend.reboot(None, instance, [], 'HARD')
+            backend.reboot(bed.context, instance, [], 'HARD')
             assert backend.get_info(instance).state == power_state.RUNNING
         finally:
             bed.destroy(instance)
@@ -166,7 +172,7 @@ class BackendConformance(object):
         instance = self._guest(bed, tmp_path, extra_disks=1)
         try:
             backend.power_off(instance)
-            exported = backend.export_disks(None, instance)
+            exported = backend.export_disks(bed.context, instance)
             assert len(exported) == 2
             assert exported[0].boot_index == 0
             assert exported[1].boot_index is None
@@ -177,14 +183,14 @@ class BackendConformance(object):
                                               disk.bus) is not None
             first = [_sha256(backend.open_exported_disk(d))
                      for d in exported]
-            backend.release_exported_disks(None, instance, exported)
+            backend.release_exported_disks(bed.context, instance, exported)
             # Idempotent, and the guest is whole afterwards.
-            backend.release_exported_disks(None, instance, exported)
-            again = backend.export_disks(None, instance)
+            backend.release_exported_disks(bed.context, instance, exported)
+            again = backend.export_disks(bed.context, instance)
             assert [_sha256(backend.open_exported_disk(d))
                     for d in again] == first
-            backend.release_exported_disks(None, instance, again)
-            backend.power_on(None, instance, [])
+            backend.release_exported_disks(bed.context, instance, again)
+            backend.power_on(bed.context, instance, [])
             assert backend.get_info(instance).state == power_state.RUNNING
         finally:
             bed.destroy(instance)
@@ -193,7 +199,7 @@ class BackendConformance(object):
         instance = self._guest(bed, tmp_path)
         try:
             with pytest.raises(Exception):
-                bed.backend.export_disks(None, instance)
+                bed.backend.export_disks(bed.context, instance)
         finally:
             bed.destroy(instance)
 
@@ -208,7 +214,7 @@ class BackendConformance(object):
         bad = bed.native_disk(folder, 'data', bootable=False)
         os.unlink(bad.path)  # vanished from the private folder mid-move
         with pytest.raises(Exception):
-            backend.stage_disks(None, instance, [good, bad])
+            backend.stage_disks(bed.context, instance, [good, bad])
         assert bed.leftovers(instance) == []
 
     def test_stage_refuses_a_foreign_format(self, bed, tmp_path):
@@ -220,7 +226,7 @@ class BackendConformance(object):
             format='raw', virtual_size=os.path.getsize(raw), path=raw,
             boot_index=0)
         with pytest.raises(Exception):
-            backend.stage_disks(None, instance, [foreign])
+            backend.stage_disks(bed.context, instance, [foreign])
         assert bed.leftovers(instance) == []
         assert os.path.exists(raw)
 
@@ -229,15 +235,15 @@ class BackendConformance(object):
         instance = bed.new_instance()
         folder = str(tmp_path / 'in')
         os.makedirs(folder)
-        staged = backend.stage_disks(None, instance, [
+        staged = backend.stage_disks(bed.context, instance, [
             bed.native_disk(folder, 'boot')])
         assert bed.leftovers(instance) != []
         # Read back from a journal, as after a restart.
         staged = [xhv_disk.DiskDescriptor.from_dict(d.to_dict())
                   for d in staged]
-        backend.discard_staged_disks(None, instance, staged)
+        backend.discard_staged_disks(bed.context, instance, staged)
         assert bed.leftovers(instance) == []
-        backend.discard_staged_disks(None, instance, staged)
+        backend.discard_staged_disks(bed.context, instance, staged)
         assert bed.leftovers(instance) == []
 
     def test_import_disks_discards_when_spawn_fails(self, bed, tmp_path):
@@ -249,8 +255,9 @@ class BackendConformance(object):
             before = bed.leftovers(instance)
             # The guest exists already: spawn refuses, staging is undone.
             with pytest.raises(Exception):
-                backend.import_disks(None, instance, [
-                    bed.native_disk(folder, 'boot')], [], _image_meta())
+                backend.import_disks(
+                    bed.context, instance, [bed.native_disk(folder, 'boot')],
+                    [], bed.image_meta(instance))
             assert bed.leftovers(instance) == before
             assert backend.get_info(instance).state == power_state.RUNNING
         finally:

@@ -30,6 +30,8 @@ import importlib.util
 import threading
 import typing
 
+from nova_xhv.translate import formats
+
 DISK_BUS = 'disk_bus'
 NIC_MODEL = 'nic_model'
 FIRMWARE = 'firmware'
@@ -81,6 +83,8 @@ class Family:
     image_properties: typing.Mapping[
         str, typing.Mapping[str, typing.Mapping[str, str]]] = \
         dataclasses.field(default_factory=dict)
+    #: Other names operators use for the family (any case).
+    aliases: typing.Tuple[str, ...] = ()
 
     def __post_init__(self):
         for kind in KINDS:
@@ -158,6 +162,33 @@ def get(name):
     except KeyError:
         raise UnknownFamily('XHV has no backend for hypervisor family %r; '
                             'installed: %s' % (name, ', '.join(sorted(known))))
+
+
+def lookup(name):
+    """The Family ``name`` means; UnknownFamily if none.
+
+    ``name``: the family's own name, an alias, an entry point name (``[xhv]
+    backend``) or a Nova hypervisor type, in any case.
+    """
+    wanted = str(name or '').strip().lower()
+    known = families()
+    if wanted in known:
+        return known[wanted]
+    for ep in importlib.metadata.entry_points(group=BACKEND_NAMESPACE):
+        if ep.name.lower() == wanted:
+            return importlib.import_module(_facts_module(ep)).FAMILY
+    for facts in known.values():
+        if wanted in (n.lower() for n in facts.aliases
+                      + facts.hypervisor_types + facts.image_hv_types):
+            return facts
+    raise UnknownFamily('unknown hypervisor family %r; installed: %s'
+                        % (name, ', '.join(sorted(known))))
+
+
+def native_format(name):
+    """formats.NativeFormat(format, subformat) of the family ``name``."""
+    facts = lookup(name)
+    return formats.NativeFormat(facts.native_format, facts.native_subformat)
 
 
 def family_of_hv_type(hv_type):

@@ -117,12 +117,13 @@ def test_cinder_xhv_imports_no_nova_and_no_nova_options():
                        allowed=('nova_xhv.translate',)) == []
 
 
-def test_migration_keeps_no_table_per_family():
+def test_migration_and_the_engine_keep_no_table_per_family():
     # Family names as string literals belong to the families' own
     # packages; the migration package reads them from their facts.
     family_names = {'kvm', 'vmware', 'hyperv', 'xen', 'fake', 'qemu'}
     found = []
-    for package in ('nova_xhv.migration', 'nova_xhv.scheduler'):
+    for package in ('nova_xhv.migration', 'nova_xhv.scheduler',
+                    'nova_xhv.translate'):
         for path in _python_files(package):
             with open(path) as f:
                 tree = ast.parse(f.read(), path)

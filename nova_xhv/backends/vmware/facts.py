@@ -11,6 +11,7 @@ FAMILY = family.Family(
     spawn_formats=formats.FORMATS,
     hypervisor_types=('vmware', 'vmware vcenter server', 'vmware esxi'),
     image_hv_types=('vmware',),
+    aliases=('vsphere', 'esx', 'esxi', 'vmwareapi'),
     hardware_names={
         family.DISK_BUS: {'paravirtual': 'paraVirtual', 'scsi': 'lsiLogic',
                           'sata': 'sata', 'ide': 'ide'},

@@ -18,6 +18,7 @@ import typing
 
 from oslo_log import log as logging
 
+from nova_xhv.translate import block_spec
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import formats
 from nova_xhv.translate import inspect
@@ -102,7 +103,9 @@ class _Source(object):
         self.info = info
         self._scratch_dir = scratch_dir
         self._stack = contextlib.ExitStack()
-        self._filename = info.data_path
+        # Local: the checked file behind an explicit block-node spec.
+        self._filename = None if info.remote else block_spec.local(
+            info.data_path, info.qemu_format)
         self._bridge = None
 
     @property
@@ -207,7 +210,8 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
 
     folder = tempfile.mkdtemp(prefix='.xhv-convert-',
                               dir=os.path.dirname(dst))
-    tmp_out = os.path.join(folder, os.path.basename(dst))
+    # Absolute: qemu never reads an output name as a protocol.
+    tmp_out = block_spec.output(os.path.join(folder, os.path.basename(dst)))
     try:
         with _Source(src_info, options.scratch_dir) as source:
             virtual_size = _source_virtual_size(source, options, timeout)
@@ -351,11 +355,12 @@ def compare(path_a, fmt_a, path_b, fmt_b, options=None, staging_dir=None):
                                    max_virtual_size=options.max_virtual_size)
              for path, fmt in ((path_a, fmt_a), (path_b, fmt_b))]
     timeout = options.timeout_for(max(i.virtual_size for i in infos))
-    sizes = [int(qemu_img.info(i.data_path, i.qemu_format,
-                               options.info_limits(),
-                               timeout)['virtual-size']) for i in infos]
+    specs = [block_spec.local(i.data_path, i.qemu_format) for i in infos]
+    sizes = [int(qemu_img.info(spec, i.qemu_format, options.info_limits(),
+                               timeout)['virtual-size'])
+             for spec, i in zip(specs, infos)]
     if sizes[0] != sizes[1]:
         return False
-    return qemu_img.compare(infos[0].data_path, infos[0].qemu_format,
-                            infos[1].data_path, infos[1].qemu_format,
+    return qemu_img.compare(specs[0], infos[0].qemu_format,
+                            specs[1], infos[1].qemu_format,
                             options.long_limits(sizes[0]), timeout)

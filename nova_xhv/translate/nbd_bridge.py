@@ -33,6 +33,8 @@ import tempfile
 import threading
 
 
+from nova_xhv.translate import block_spec
+from nova_xhv.translate import child_environ
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import nbd_protocol as nbd
 from nova_xhv.translate import remote
@@ -270,11 +272,7 @@ class NBDBridge(object):
         return os.path.join(self._folder, 'nbd.sock')
 
     def filename(self, qemu_format):
-        return 'json:' + json.dumps({
-            'driver': qemu_format,
-            'file': {'driver': 'nbd', 'export': 'xhv',
-                     'server': {'type': 'unix', 'path': self.socket_path}}},
-            sort_keys=True)
+        return block_spec.nbd_unix(self.socket_path, 'xhv', qemu_format)
 
     def __enter__(self):
         self._folder = tempfile.mkdtemp(prefix='xhv-nbd-',
@@ -285,8 +283,8 @@ class NBDBridge(object):
             # The child imports this very copy of XHV, wherever it is.
             root = os.path.dirname(os.path.dirname(os.path.dirname(
                 os.path.abspath(__file__))))
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-                p for p in (root, os.environ.get('PYTHONPATH')) if p))
+            env = child_environ.for_python({'PYTHONPATH': os.pathsep.join(
+                p for p in (root, os.environ.get('PYTHONPATH')) if p)})
             self._proc = subprocess.Popen(
                 [sys.executable, '-c', _CHILD, self.socket_path], env=env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,

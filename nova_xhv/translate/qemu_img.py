@@ -23,6 +23,8 @@ import time
 from oslo_concurrency import processutils
 from oslo_log import log as logging
 
+from nova_xhv.translate import block_spec
+from nova_xhv.translate import child_environ
 from nova_xhv.translate import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -39,7 +41,11 @@ ConvertRun = collections.namedtuple('ConvertRun',
 
 
 def _execute(*cmd, **kwargs):
-    """Seam: every short qemu-img call goes through here."""
+    """Seam: every short qemu-img call goes through here.
+
+    With the scrubbed environment of child_environ, never the caller's.
+    """
+    kwargs.setdefault('env_variables', child_environ.for_qemu())
     return processutils.execute(*cmd, **kwargs)
 
 
@@ -169,13 +175,8 @@ def compare(path_a, format_a, path_b, format_b, limits, timeout,
 
 
 def _display(path):
-    """A source name for messages: a json: filename shows only its URL."""
-    if path.startswith('json:'):
-        try:
-            return json.loads(path[5:])['file']['url']
-        except (ValueError, KeyError, TypeError):
-            return 'remote source'
-    return path
+    """A source name for messages: a spec shows the file it opens."""
+    return block_spec.display(path)
 
 
 def convert_argv(src, src_format, dst, dst_format, create_options=(),
@@ -266,6 +267,8 @@ def run_convert(argv, limits, timeout, progress=None, cancel_event=None,
     """
     started = time.monotonic()
     deadline = started + timeout
+    if env is None:
+        env = child_environ.for_qemu()
     proc = _popen(prlimit_argv(limits) + list(argv),
                   stdin=subprocess.DEVNULL if input_data is None
                   else subprocess.PIPE,

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 
+from nova_xhv.translate import child_environ
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import nbd_client
 from nova_xhv.translate import remote
@@ -115,7 +116,8 @@ def _start_qemu_nbd(config, folder):
     # Its messages go to a file: a pipe nobody reads could fill and stall it.
     with open(os.path.join(folder, 'qemu-nbd.log'), 'wb') as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=log)
+                                stdout=subprocess.DEVNULL, stderr=log,
+                                env=child_environ.for_qemu())
     deadline = time.monotonic() + _STARTUP_TIMEOUT
     while True:
         if proc.poll() is not None:

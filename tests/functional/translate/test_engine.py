@@ -164,8 +164,7 @@ def test_verify_catches_a_mismatch(tmp_path, monkeypatch):
 
     def swap_source(argv, **kwargs):
         # Make qemu-img convert read the decoy: a conversion gone wrong.
-        return real_popen([decoy if a == src else a for a in argv],
-                          **kwargs)
+        return real_popen([a.replace(src, decoy) for a in argv], **kwargs)
 
     monkeypatch.setattr(qemu_img, '_popen', swap_source)
     out = str(tmp_path / 'out.qcow2')

@@ -31,8 +31,6 @@ LOG = logging.getLogger(__name__)
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
-# Formats whose virtual size is counted in 512-byte sectors.
-_SECTOR_FORMATS = (formats.VMDK, formats.VHD, formats.VHDX)
 # Outputs written with O_DIRECT when options.direct_io (output_cache_mode).
 _DIRECT_IO_TARGETS = (formats.QCOW2, formats.RAW, formats.VHDX)
 
@@ -220,12 +218,13 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                     'qemu-img reports a virtual size of %d bytes, above the '
                     'limit of %d (max_virtual_size)' % (
                         virtual_size, options.max_virtual_size)])
-            if to_format in _SECTOR_FORMATS and virtual_size % 512:
+            if to_format != formats.RAW and virtual_size % 512:
                 raise exceptions.UnsupportedFormat(
-                    '%s has a virtual size of %d bytes, not a multiple of '
-                    '512: %s cannot hold it exactly; convert to raw or '
-                    'qcow2, or resize to a sector multiple first' % (
-                        src_info.path, virtual_size, to_format))
+                    '%s has a virtual size of %d bytes, not a whole number '
+                    'of 512-byte sectors: %s cannot hold it exactly (qemu '
+                    'rounds it up); convert to raw, or pad it to a sector '
+                    'multiple first' % (src_info.path, virtual_size,
+                                        to_format))
             decodes = _decodes_stream(src_info, to_format, options)
             cache = output_cache_mode(to_format, dst_subformat, options,
                                       folder)

@@ -57,6 +57,10 @@ class ConvertOptions:
     # output_cache_mode).
     direct_io: bool = True
     verify: bool = False
+    # Run ``qemu-img check`` (metadata only) on qcow2, vmdk and vhdx sources
+    # before converting: qemu-img convert reads a table that points past
+    # the end of the file as zeros and succeeds.
+    structure_check: bool = True
     # Folder trusted to hold monolithicFlat descriptor + extent pairs.
     staging_dir: typing.Optional[str] = None
     # Where remote header copies and secret files go (None: system temp).
@@ -226,6 +230,8 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                     'multiple first' % (src_info.path, virtual_size,
                                         to_format))
             decodes = _decodes_stream(src_info, to_format, options)
+            if options.structure_check and not decodes:
+                _check_structure(source, limits, timeout)
             cache = output_cache_mode(to_format, dst_subformat, options,
                                       folder)
             LOG.info('Converting %s (%s%s, %d bytes) to %s%s with %s, '
@@ -273,6 +279,25 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                          bytes_written=bytes_written, verified=verified,
                          elapsed=time.monotonic() - started,
                          bytes_read=run.bytes_read)
+
+
+# Formats whose tables qemu-img check walks (raw and vpc have none it
+# checks; a monolithicFlat extent is read as raw).
+_CHECKED_DRIVERS = ('qcow2', 'vmdk', 'vhdx')
+
+
+def _check_structure(source, limits, timeout):
+    """Refuse a source whose metadata qemu-img check finds corrupt.
+
+    The stream decoder needs none: it reads the grains in stream order and
+    refuses a malformed stream itself.
+    """
+    if source.info.qemu_format not in _CHECKED_DRIVERS:
+        return
+    problems = qemu_img.check(source.filename, source.info.qemu_format,
+                              limits, timeout)
+    if problems:
+        raise exceptions.UnsafeImage(source.info.path, problems)
 
 
 def _decodes_stream(src_info, to_format, options):

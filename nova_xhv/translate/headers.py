@@ -253,3 +253,43 @@ def qcow2_header(f):
                        l1_size, l1_offset, rc_offset, rc_clusters,
                        nb_snapshots, snap_offset, incompatible,
                        header_length, tuple(extensions))
+
+
+VMDK_FLAG_RGD = 1 << 1
+VMDK_MAX_GTES_PER_GT = 512  # qemu refuses larger grain tables
+VMDK_MAX_GD_ENTRIES = 1024 * 1024  # 32 TiB in 64 KiB grains
+
+
+def vmdk_table_problems(f, header, size):
+    """Where a sparse vmdk's grain directory or tables leave the file.
+
+    ``header`` is the one qemu uses (the footer of a stream).  qemu-img
+    convert reads a table past the end of the file as zeros and succeeds.
+    """
+    if not 0 < header.num_gtes_per_gt <= VMDK_MAX_GTES_PER_GT or \
+            not header.granularity:
+        return ['vmdk grain table size %d or grain size %d is invalid' % (
+            header.num_gtes_per_gt, header.granularity)]
+    per_entry = header.num_gtes_per_gt * header.granularity
+    entries = -(-header.capacity // per_entry)
+    if entries > VMDK_MAX_GD_ENTRIES:
+        return ['vmdk grain directory of %d entries is implausibly large'
+                % entries]
+    problems = []
+    directories = [('grain directory', header.gd_offset)]
+    if header.flags & VMDK_FLAG_RGD:
+        directories.append(('redundant grain directory', header.rgd_offset))
+    table_bytes = header.num_gtes_per_gt * 4
+    for name, sector in directories:
+        start = sector * 512
+        if start + entries * 4 > size:
+            problems.append('vmdk %s lies past the end of the file' % name)
+            continue
+        data = _read_at(f, start, entries * 4)
+        for table in struct.unpack('<%dI' % entries, data):
+            if table and table * 512 + table_bytes > size:
+                problems.append('vmdk %s points at a grain table past the '
+                                'end of the file (truncated or corrupt)' %
+                                name)
+                break
+    return problems

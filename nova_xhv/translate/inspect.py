@@ -250,6 +250,9 @@ def _vmdk_sparse_checks(findings, f, size):
         findings.add(_UNSAFE, 'vmdk grain directory offset %d lies outside '
                               'the %d-byte file (corrupt)' % (
                                   qemu_header.gd_offset, size))
+    else:
+        for problem in headers.vmdk_table_problems(f, qemu_header, size):
+            findings.add(_UNSAFE, problem)
     if qemu_header.grain_offset * 512 > size:
         findings.add(_UNSAFE, 'vmdk grains start past the end of the file '
                               '(truncated)')

@@ -135,6 +135,53 @@ def info(path, qemu_format, limits, timeout, objects=()):
     return json.loads(out)
 
 
+# qemu-img check's exit codes: 2 corruptions, 3 only leaked clusters
+# (harmless for a reader), 63 the format has no check.
+_CHECK_CORRUPT = 2
+_CHECK_LEAKS = 3
+_CHECK_UNSUPPORTED = 63
+
+
+def check(path, qemu_format, limits, timeout):
+    """Problems ``qemu-img check`` finds in a source, as one-line reasons.
+
+    An empty list when the image is consistent (leaked clusters are) or the
+    format has no check (raw, vpc).  Only metadata is read.
+    """
+    cmd = [QEMU_IMG, 'check', '-f', qemu_format, '--output=json', path]
+    try:
+        out, err = _execute(*cmd, prlimit=process_limits(limits),
+                            timeout=timeout,
+                            check_exit_code=[0, 1, _CHECK_CORRUPT,
+                                             _CHECK_LEAKS,
+                                             _CHECK_UNSUPPORTED])
+    except processutils.ProcessExecutionError as exc:
+        return ['qemu-img check could not read it%s: %s' % (
+            _limit_hint(exc.exit_code, limits),
+            _last_line(exc.stderr) or 'exit code %s' % exc.exit_code)]
+    try:
+        data = json.loads(out) if out.strip() else {}
+    except ValueError:
+        data = {}
+    problems = []
+    if data.get('corruptions'):
+        problems.append('qemu-img check found %d corruption(s), e.g. tables '
+                        'pointing past the end of the file' %
+                        data['corruptions'])
+    if data.get('check-errors'):
+        problems.append('qemu-img check could not read %d part(s) of the '
+                        'metadata' % data['check-errors'])
+    if not problems and not data and err.strip() and \
+            'does not support checks' not in err:
+        problems.append('qemu-img check failed: %s' % _last_line(err))
+    return problems
+
+
+def _last_line(text):
+    lines = (text or '').strip().splitlines()
+    return lines[-1][:200] if lines else ''
+
+
 def create(path, qemu_format, virtual_size, limits, timeout,
            create_options=()):
     """``qemu-img create`` an empty image (the stream decoder's output)."""

@@ -116,7 +116,8 @@ class _Source(object):
             # qemu-img reads remote sources from a local read-ahead NBD
             # bridge (TLS, CA and credentials stay in our processes).
             self._bridge = self._stack.enter_context(nbd_bridge.NBDBridge(
-                self.info.remote, self.info.actual_size, self._scratch_dir))
+                self.info.remote, self.info.actual_size, self._scratch_dir,
+                inspected=self.info.inspected_blocks))
             self._filename = self._bridge.filename(self.info.qemu_format)
         return self._filename
 

@@ -65,6 +65,10 @@ class ImageInfo:
     failures: typing.List[str] = dataclasses.field(default_factory=list)
     # The RemoteSource this describes, if any.
     remote: typing.Any = None
+    # Remote only: {block index: sha256 hex} of the bytes inspected (see
+    # remote.INSPECTED_BLOCK); readers check them again.
+    inspected_blocks: typing.Dict[int, str] = dataclasses.field(
+        default_factory=dict)
 
     @property
     def qemu_format(self):

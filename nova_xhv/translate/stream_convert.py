@@ -92,6 +92,7 @@ def child_input(src_info, output, to_format, limits, scratch_dir=None,
         config['path'] = src_info.data_path
     else:
         config['size'] = src_info.actual_size  # a local file has its own
+        config['inspected'] = src_info.inspected_blocks
         config['remote'] = {'url': source.url, 'username': source.username,
                             'password': source.password,
                             'ca_file': source.ca_file,

@@ -223,13 +223,13 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                     'qemu-img reports a virtual size of %d bytes, above the '
                     'limit of %d (max_virtual_size)' % (
                         virtual_size, options.max_virtual_size)])
-            if to_format != formats.RAW and virtual_size % 512:
+            if virtual_size % 512:
                 raise exceptions.UnsupportedFormat(
                     '%s has a virtual size of %d bytes, not a whole number '
-                    'of 512-byte sectors: %s cannot hold it exactly (qemu '
-                    'rounds it up); convert to raw, or pad it to a sector '
-                    'multiple first' % (src_info.path, virtual_size,
-                                        to_format))
+                    'of 512-byte sectors: no disk image (raw included) can '
+                    'hold it exactly, qemu rounds it up; pad it to a sector '
+                    'multiple first (truncate -s %%512)' % (
+                        src_info.path, virtual_size))
             decodes = _decodes_stream(src_info, to_format, options)
             if options.structure_check and not decodes:
                 _check_structure(source, limits, timeout)
@@ -298,6 +298,13 @@ def _check_structure(source, limits, timeout):
     problems = qemu_img.check(source.filename, source.info.qemu_format,
                               limits, timeout)
     if problems:
+        # A remote source that failed to read (it changed, it broke) says
+        # so; the check's own words would only say "I/O error".
+        failed = exceptions.ConversionFailed('qemu-img check of %s failed'
+                                             % source.info.path)
+        explained = source.explain(failed)
+        if explained is not failed:
+            raise explained
         raise exceptions.UnsafeImage(source.info.path, problems)
 
 

@@ -158,7 +158,7 @@ def check(path, qemu_format, limits, timeout):
     except processutils.ProcessExecutionError as exc:
         return ['qemu-img check could not read it%s: %s' % (
             _limit_hint(exc.exit_code, limits),
-            _last_line(exc.stderr) or 'exit code %s' % exc.exit_code)]
+            _last_line(exc.stderr, path) or 'exit code %s' % exc.exit_code)]
     try:
         data = json.loads(out) if out.strip() else {}
     except ValueError:
@@ -173,13 +173,15 @@ def check(path, qemu_format, limits, timeout):
                         'metadata' % data['check-errors'])
     if not problems and not data and err.strip() and \
             'does not support checks' not in err:
-        problems.append('qemu-img check failed: %s' % _last_line(err))
+        problems.append('qemu-img check failed: %s' % _last_line(err, path))
     return problems
 
 
-def _last_line(text):
-    lines = (text or '').strip().splitlines()
-    return lines[-1][:200] if lines else ''
+def _last_line(text, path):
+    """qemu's last line of ``text``, naming ``path`` as display() does."""
+    text = (text or '').replace("'%s'" % path, block_spec.display(path))
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else ''
 
 
 def create(path, qemu_format, virtual_size, limits, timeout,

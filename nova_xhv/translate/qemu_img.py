@@ -148,10 +148,12 @@ def check(path, qemu_format, limits, timeout):
     An empty list when the image is consistent (leaked clusters are) or the
     format has no check (raw, vpc).  Only metadata is read.
     """
-    cmd = [QEMU_IMG, 'check', '-f', qemu_format, '--output=json', path]
+    # util-linux prlimit (an exec) rather than processutils' Python
+    # wrapper: the check runs before every conversion.
+    cmd = prlimit_argv(limits) + [QEMU_IMG, 'check', '-f', qemu_format,
+                                  '--output=json', path]
     try:
-        out, err = _execute(*cmd, prlimit=process_limits(limits),
-                            timeout=timeout,
+        out, err = _execute(*cmd, timeout=timeout,
                             check_exit_code=[0, 1, _CHECK_CORRUPT,
                                              _CHECK_LEAKS,
                                              _CHECK_UNSUPPORTED])

@@ -299,6 +299,36 @@ def test_fifo_parent_ignored_by_qemu_alone(tmp_path, inspection_bypassed):
     assert time.monotonic() - started < 60
 
 
+def _capacity_zero_vmdk(case):
+    """A capacity-0 sparse vmdk embedding a descriptor of host extents."""
+    path = case.clean('extents.vmdk', 'vmdk')
+    with open(path, 'r+b') as f:
+        f.seek(12)
+        f.write(struct.pack('<Q', 0))
+        f.seek(512)
+        f.write(('# Disk DescriptorFile\nversion=1\nCID=fffffffe\n'
+                 'parentCID=ffffffff\ncreateType="monolithicFlat"\n'
+                 'RW %d FLAT "%s" 0\n' % (SIZE // 512, case.canary))
+                .encode().ljust(20 * 512, b'\0'))
+    return path
+
+
+def test_descriptor_extents_in_a_sparse_vmdk_refused(tmp_path, launches):
+    # The one way to reach qemu's extent list from a sparse vmdk: the spec
+    # cannot switch it off, the inspection must (and does).
+    case = test_hostile.Case(tmp_path)
+    _refused(case, _capacity_zero_vmdk(case), 'vmdk', launches,
+             'capacity 0')
+
+
+def test_control_capacity_zero_vmdk_opens_its_extents(tmp_path):
+    case = test_hostile.Case(tmp_path)
+    out = str(tmp_path / 'naive.raw')
+    helpers.qemu('convert', '-f', 'vmdk', '-O', 'raw',
+                 _capacity_zero_vmdk(case), out)
+    assert helpers.contains_canary(out)
+
+
 # -- source names qemu would read as protocols (item 3) ---------------------
 
 

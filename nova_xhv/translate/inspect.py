@@ -10,10 +10,17 @@ exception is raised):
    at its end is a fixed VHD (the inspector reads only the start).
 3. The detected format must equal the claimed one (FormatMismatch).
 4. The inspector's ``safety_check()`` must pass (qcow2 backing file,
-   external data file, unknown features; vmdk descriptor and footer; MBR).
-5. Checks the inspector lacks: encrypted qcow2; vmdk parent disks and
-   extent counts/types/names; VHD footer checksum and differencing disks;
-   VHDX differencing disks.
+   external data file, unknown features; vmdk descriptor and footer; MBR);
+   its data-file check misreads version 2 qcow2, whose header our reader
+   judges instead.
+5. Checks the inspector lacks, each field read where qemu 7.2 reads it:
+   qcow2 header extensions, corrupt bit, external data file, encryption,
+   tables inside the file; a sparse vmdk's parent references anywhere in
+   the 10 KiB qemu searches (and the announced descriptor), capacity 0
+   (qemu would open the extents of the embedded descriptor), a stream
+   footer that disagrees with the header, grain directories and tables
+   inside the file; VHD footer checksum and differencing disks; VHDX
+   differencing disks.
 6. The virtual size is known and not above ``max_virtual_size``.
 7. A VMware monolithicFlat pair (text descriptor + flat extent) is read
    only from a private staging folder: exactly one FLAT extent with a bare

@@ -710,3 +710,18 @@ def test_children_get_no_secret(tmp_path, served, monkeypatch):
         with open('/proc/%d/environ' % bridge._proc.pid, 'rb') as f:
             environ = f.read()
     assert SECRET.encode() not in environ and b'PATH=' in environ
+
+
+def test_cli_remote_source_changing_after_inspection(tmp_path, served):
+    case = test_hostile.Case(tmp_path)
+    benign = _qcow2_with_data(case, 'benign.qcow2')
+    url = _changing(case, served, benign, _hostile_qcow2(case))
+    out = str(tmp_path / 'out.raw')
+    proc = _xhv_convert(url, out, '--to', 'raw', '--from', 'qcow2',
+                        '--verify', env={'XHV_CONVERT_PASSWORD': SECRET})
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert 'changed after it was inspected' in lines[0]
+    assert not os.path.exists(out)
+    _no_canary_anywhere(tmp_path / 'work')

@@ -258,9 +258,11 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                     (out_size, virtual_size))
             verified = False
             if options.verify:
+                out_driver = formats.qemu_driver(to_format)
                 if not qemu_img.compare(
-                        source.filename, src_info.qemu_format, tmp_out,
-                        formats.qemu_driver(to_format), limits, timeout):
+                        source.filename, src_info.qemu_format,
+                        block_spec.local(tmp_out, out_driver), out_driver,
+                        limits, timeout):
                     raise exceptions.ConversionFailed(
                         'verification failed: the converted guest data '
                         'differs from %s' % src_info.path)

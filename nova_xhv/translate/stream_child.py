@@ -176,6 +176,14 @@ def _start_qemu_nbd(config, folder):
                 return proc, nbd_client.NBDWriter.connect_unix(sock_path)
             except (ConnectionRefusedError, FileNotFoundError):
                 pass
+            except (ConnectionResetError, BrokenPipeError,
+                    nbd_client.NBDError):
+                # It listened, then went away (e.g. it could not open the
+                # output): its exit status, checked above, says why.
+                try:
+                    proc.wait(1)
+                except subprocess.TimeoutExpired:
+                    pass
         if time.monotonic() > deadline:
             proc.kill()
             raise exceptions.ConversionFailed(

@@ -458,6 +458,10 @@ def _inspect_flat(path, staging_dir, cap, findings):
     if descriptor.create_type.lower() != 'monolithicflat':
         findings.add(_UNSUPPORTED, problems[0])
         return formats.VMDK, descriptor.create_type, 0, None
+    # qemu never reads this descriptor (the extent is read as raw); a
+    # parent named anywhere in it, comments included, is refused anyway.
+    hidden = _vmdk_parent_problems([data])
+    problems = [p for p in problems if 'parent' not in p] + hidden
     for problem in problems:
         findings.add(_UNSAFE, problem)
     folder = os.path.dirname(os.path.abspath(path))

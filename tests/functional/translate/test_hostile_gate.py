@@ -163,7 +163,8 @@ def _refused(case, path, claimed, launches, reason):
     with pytest.raises(translate.UnsafeImage) as raised:
         translate.convert(path, str(out / 'disk.qcow2'), 'qcow2',
                           from_format=claimed,
-                          options=translate.ConvertOptions(**OPTIONS))
+                          options=translate.ConvertOptions(
+                              staging_dir=case.staging, **OPTIONS))
     assert reason in str(raised.value)
     assert '\n' not in str(raised.value)
     assert launches.calls == []
@@ -327,6 +328,16 @@ def test_control_capacity_zero_vmdk_opens_its_extents(tmp_path):
     helpers.qemu('convert', '-f', 'vmdk', '-O', 'raw',
                  _capacity_zero_vmdk(case), out)
     assert helpers.contains_canary(out)
+
+
+def test_flat_descriptor_parent_in_a_comment_refused(tmp_path, launches):
+    case = test_hostile.Case(tmp_path)
+    disks.make_raw_disk(os.path.join(case.stage(), 'guest-flat.vmdk'), SIZE)
+    path = case.descriptor(
+        ['RW %d FLAT "guest-flat.vmdk" 0' % (SIZE // 512)],
+        extra='# parentFileNameHint="%s"' % case.canary,
+        folder=case.staging)
+    _refused(case, path, 'vmdk', launches, 'names a parent disk')
 
 
 # -- source names qemu would read as protocols (item 3) ---------------------

@@ -18,6 +18,7 @@ import typing
 
 from oslo_log import log as logging
 
+from nova_xhv.translate import block_spec
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import formats
 from nova_xhv.translate import inspect
@@ -30,8 +31,6 @@ LOG = logging.getLogger(__name__)
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
-# Formats whose virtual size is counted in 512-byte sectors.
-_SECTOR_FORMATS = (formats.VMDK, formats.VHD, formats.VHDX)
 # Outputs written with O_DIRECT when options.direct_io (output_cache_mode).
 _DIRECT_IO_TARGETS = (formats.QCOW2, formats.RAW, formats.VHDX)
 
@@ -58,6 +57,10 @@ class ConvertOptions:
     # output_cache_mode).
     direct_io: bool = True
     verify: bool = False
+    # Run ``qemu-img check`` (metadata only) on qcow2, vmdk and vhdx sources
+    # before converting: qemu-img convert reads a table that points past
+    # the end of the file as zeros and succeeds.
+    structure_check: bool = True
     # Folder trusted to hold monolithicFlat descriptor + extent pairs.
     staging_dir: typing.Optional[str] = None
     # Where remote header copies and secret files go (None: system temp).
@@ -102,7 +105,9 @@ class _Source(object):
         self.info = info
         self._scratch_dir = scratch_dir
         self._stack = contextlib.ExitStack()
-        self._filename = info.data_path
+        # Local: the checked file behind an explicit block-node spec.
+        self._filename = None if info.remote else block_spec.local(
+            info.data_path, info.qemu_format)
         self._bridge = None
 
     @property
@@ -111,7 +116,8 @@ class _Source(object):
             # qemu-img reads remote sources from a local read-ahead NBD
             # bridge (TLS, CA and credentials stay in our processes).
             self._bridge = self._stack.enter_context(nbd_bridge.NBDBridge(
-                self.info.remote, self.info.actual_size, self._scratch_dir))
+                self.info.remote, self.info.actual_size, self._scratch_dir,
+                inspected=self.info.inspected_blocks))
             self._filename = self._bridge.filename(self.info.qemu_format)
         return self._filename
 
@@ -207,7 +213,8 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
 
     folder = tempfile.mkdtemp(prefix='.xhv-convert-',
                               dir=os.path.dirname(dst))
-    tmp_out = os.path.join(folder, os.path.basename(dst))
+    # Absolute: qemu never reads an output name as a protocol.
+    tmp_out = block_spec.output(os.path.join(folder, os.path.basename(dst)))
     try:
         with _Source(src_info, options.scratch_dir) as source:
             virtual_size = _source_virtual_size(source, options, timeout)
@@ -216,13 +223,16 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                     'qemu-img reports a virtual size of %d bytes, above the '
                     'limit of %d (max_virtual_size)' % (
                         virtual_size, options.max_virtual_size)])
-            if to_format in _SECTOR_FORMATS and virtual_size % 512:
+            if virtual_size % 512:
                 raise exceptions.UnsupportedFormat(
-                    '%s has a virtual size of %d bytes, not a multiple of '
-                    '512: %s cannot hold it exactly; convert to raw or '
-                    'qcow2, or resize to a sector multiple first' % (
-                        src_info.path, virtual_size, to_format))
+                    '%s has a virtual size of %d bytes, not a whole number '
+                    'of 512-byte sectors: no disk image (raw included) can '
+                    'hold it exactly, qemu rounds it up; pad it to a sector '
+                    'multiple first (truncate -s %%512)' % (
+                        src_info.path, virtual_size))
             decodes = _decodes_stream(src_info, to_format, options)
+            if options.structure_check and not decodes:
+                _check_structure(source, limits, timeout)
             cache = output_cache_mode(to_format, dst_subformat, options,
                                       folder)
             LOG.info('Converting %s (%s%s, %d bytes) to %s%s with %s, '
@@ -248,9 +258,11 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                     (out_size, virtual_size))
             verified = False
             if options.verify:
+                out_driver = formats.qemu_driver(to_format)
                 if not qemu_img.compare(
-                        source.filename, src_info.qemu_format, tmp_out,
-                        formats.qemu_driver(to_format), limits, timeout):
+                        source.filename, src_info.qemu_format,
+                        block_spec.local(tmp_out, out_driver), out_driver,
+                        limits, timeout):
                     raise exceptions.ConversionFailed(
                         'verification failed: the converted guest data '
                         'differs from %s' % src_info.path)
@@ -270,6 +282,32 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                          bytes_written=bytes_written, verified=verified,
                          elapsed=time.monotonic() - started,
                          bytes_read=run.bytes_read)
+
+
+# Formats whose tables qemu-img check walks (raw and vpc have none it
+# checks; a monolithicFlat extent is read as raw).
+_CHECKED_DRIVERS = ('qcow2', 'vmdk', 'vhdx')
+
+
+def _check_structure(source, limits, timeout):
+    """Refuse a source whose metadata qemu-img check finds corrupt.
+
+    The stream decoder needs none: it reads the grains in stream order and
+    refuses a malformed stream itself.
+    """
+    if source.info.qemu_format not in _CHECKED_DRIVERS:
+        return
+    problems = qemu_img.check(source.filename, source.info.qemu_format,
+                              limits, timeout)
+    if problems:
+        # A remote source that failed to read (it changed, it broke) says
+        # so; the check's own words would only say "I/O error".
+        failed = exceptions.ConversionFailed('qemu-img check of %s failed'
+                                             % source.info.path)
+        explained = source.explain(failed)
+        if explained is not failed:
+            raise explained
+        raise exceptions.UnsafeImage(source.info.path, problems)
 
 
 def _decodes_stream(src_info, to_format, options):
@@ -351,11 +389,12 @@ def compare(path_a, fmt_a, path_b, fmt_b, options=None, staging_dir=None):
                                    max_virtual_size=options.max_virtual_size)
              for path, fmt in ((path_a, fmt_a), (path_b, fmt_b))]
     timeout = options.timeout_for(max(i.virtual_size for i in infos))
-    sizes = [int(qemu_img.info(i.data_path, i.qemu_format,
-                               options.info_limits(),
-                               timeout)['virtual-size']) for i in infos]
+    specs = [block_spec.local(i.data_path, i.qemu_format) for i in infos]
+    sizes = [int(qemu_img.info(spec, i.qemu_format, options.info_limits(),
+                               timeout)['virtual-size'])
+             for spec, i in zip(specs, infos)]
     if sizes[0] != sizes[1]:
         return False
-    return qemu_img.compare(infos[0].data_path, infos[0].qemu_format,
-                            infos[1].data_path, infos[1].qemu_format,
+    return qemu_img.compare(specs[0], infos[0].qemu_format,
+                            specs[1], infos[1].qemu_format,
                             options.long_limits(sizes[0]), timeout)

@@ -23,6 +23,12 @@ host, ~2.5 s/GiB), and without that warm-up it was billed to whichever
 method came first (vhd fixed: 1.0-1.6 s against 0.35-0.40 s, engine or
 bare alike).
 
+With ``--check-cost``, instead: for qcow2, sparse vmdk and vhdx sources
+made from the same raw disk, times the engine's structure check
+(``qemu-img check`` on the locked-down spec, metadata only) against a bare
+``qemu-img convert`` of that source to qcow2, and the whole engine
+conversion with and without the check, interleaved.
+
 Prints medians and ratios.  It is not a test: it never fails on speed.
 """
 
@@ -41,6 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
 from nova_xhv import translate  # noqa: E402
+from nova_xhv.translate import block_spec  # noqa: E402
 from nova_xhv.translate import engine as engine_module  # noqa: E402
 from nova_xhv.translate import formats  # noqa: E402
 from nova_xhv.translate import qemu_img  # noqa: E402
@@ -174,6 +181,70 @@ def run(args):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+CHECK_SOURCES = [('qcow2', None), ('vmdk', 'monolithicSparse'),
+                 ('vhdx', 'dynamic')]
+
+
+def run_check_cost(args):
+    workdir = tempfile.mkdtemp(prefix='xhv-bench-', dir=args.workdir)
+    try:
+        raw = os.path.join(workdir, 'source.raw')
+        data = make_source(raw, args.virtual_gib * GiB, args.data_mib * MiB)
+        print('Machine: %s' % machine_description(workdir))
+        print('Sources: %d GiB virtual, %d MiB of random data; %d '
+              'repetitions, medians in seconds\n' % (
+                  args.virtual_gib, data // MiB, args.reps))
+        out = os.path.join(workdir, 'out.qcow2')
+        limits = translate.ConvertOptions().info_limits()
+        row = '%-24s %8s %8s %10s %10s %11s %12s'
+        print(row % ('source', 'check', 'bare', 'engine', 'engine-nc',
+                     'check/bare', 'engine/nc'))
+        for fmt, subformat in CHECK_SOURCES:
+            source = os.path.join(workdir, 'source.' + fmt)
+            subprocess.run(qemu_img.convert_argv(
+                raw, 'raw', source, formats.qemu_driver(fmt),
+                formats.create_options(fmt, subformat), progress=False),
+                check=True)
+            spec = block_spec.local(source, formats.qemu_driver(fmt))
+
+            def check():
+                assert not qemu_img.check(spec, formats.qemu_driver(fmt),
+                                          limits, 600)
+
+            def bare():
+                subprocess.run(qemu_img.convert_argv(
+                    spec, formats.qemu_driver(fmt), out, 'qcow2',
+                    formats.create_options('qcow2'), progress=False),
+                    check=True)
+
+            def engine(structure_check):
+                translate.convert(source, out, 'qcow2', from_format=fmt,
+                                  options=translate.ConvertOptions(
+                                      structure_check=structure_check))
+
+            methods = [('check', check), ('bare', bare),
+                       ('engine', lambda: engine(True)),
+                       ('engine-nc', lambda: engine(False))]
+            times = {name: [] for name, _m in methods}
+            for rep in range(args.reps + 1):
+                order = methods[rep % 4:] + methods[:rep % 4]
+                for name, method in order:
+                    _sync()
+                    took = _timed(method)
+                    _remove(out)
+                    if rep:  # the first round warms up, untimed
+                        times[name].append(took)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(row % ('%s %s' % (fmt, subformat or ''),
+                         '%.3f' % med['check'], '%.2f' % med['bare'],
+                         '%.2f' % med['engine'], '%.2f' % med['engine-nc'],
+                         '%.3f' % (med['check'] / med['bare']),
+                         '%.3f' % (med['engine'] / med['engine-nc'])))
+            _remove(source)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--virtual-gib', type=int, default=8)
@@ -183,10 +254,16 @@ def main(argv=None):
                         help='folder for the source and outputs (needs '
                              'about 2 x data-mib free); default: system '
                              'temporary folder')
+    parser.add_argument('--check-cost', action='store_true',
+                        help='measure the structure check instead (see '
+                             'above)')
     args = parser.parse_args(argv)
     if args.data_mib > args.virtual_gib * 1024:
         parser.error('--data-mib cannot exceed the virtual size')
-    run(args)
+    if args.check_cost:
+        run_check_cost(args)
+    else:
+        run(args)
     return 0
 
 

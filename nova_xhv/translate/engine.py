@@ -25,6 +25,7 @@ from nova_xhv.translate import nbd_bridge
 from nova_xhv.translate import qemu_img
 from nova_xhv.translate import remote
 from nova_xhv.translate import stream_convert
+from nova_xhv.translate import stream_write
 
 LOG = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ class ConvertOptions:
     # Decode streamOptimized vmdk sources to qcow2/raw in one sequential
     # pass instead of through qemu-img's vmdk driver (see stream_convert).
     vmdk_stream_decoder: bool = True
+    # Write streamOptimized vmdk outputs with XHV's parallel writer
+    # instead of qemu-img (see stream_write): deflate level (0 stores every
+    # grain) and threads (0: one per core).
+    vmdk_stream_writer: bool = True
+    vmdk_compress_level: int = 1
+    vmdk_compress_workers: int = 0
     # Write the output with O_DIRECT where its filesystem takes it (see
     # output_cache_mode).
     direct_io: bool = True
@@ -223,6 +230,8 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                     'qcow2, or resize to a sector multiple first' % (
                         src_info.path, virtual_size, to_format))
             decodes = _decodes_stream(src_info, to_format, options)
+            writes = _writes_stream(src_info, to_format, dst_subformat,
+                                    options)
             cache = output_cache_mode(to_format, dst_subformat, options,
                                       folder)
             LOG.info('Converting %s (%s%s, %d bytes) to %s%s with %s, '
@@ -230,13 +239,17 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                      ' ' + src_info.subformat if src_info.subformat else '',
                      virtual_size, to_format,
                      ' ' + dst_subformat if dst_subformat else '',
-                     'the vmdk stream decoder' if decodes else 'qemu-img',
+                     'the vmdk stream decoder' if decodes else
+                     'the vmdk stream writer' if writes else 'qemu-img',
                      'with O_DIRECT' if cache == qemu_img.CACHE_DIRECT
                      else 'through the page cache')
             if decodes:
                 run = _decode_stream(src_info, tmp_out, to_format,
                                      dst_subformat, options, limits,
                                      timeout, progress, cancel_event, cache)
+            elif writes:
+                run = _write_stream(source, tmp_out, virtual_size, options,
+                                    limits, timeout, progress, cancel_event)
             else:
                 run = _run_qemu_img(source, tmp_out, to_format,
                                     dst_subformat, options, limits, timeout,
@@ -278,6 +291,42 @@ def _decodes_stream(src_info, to_format, options):
     return (options.vmdk_stream_decoder and not options.rate_limit
             and options.sparse_size > 0
             and stream_convert.applies(src_info, to_format))
+
+
+def _writes_stream(src_info, to_format, dst_subformat, options):
+    """True when XHV's vmdk stream writer writes this output."""
+    if not options.vmdk_stream_writer or \
+            not stream_write.targets(to_format, dst_subformat):
+        return False
+    reason = stream_write.unsupported_reason(options)
+    if reason:
+        LOG.info('Writing %s as streamOptimized vmdk with qemu-img, not '
+                 'the vmdk stream writer: %s', src_info.path, reason)
+        return False
+    return True
+
+
+def _write_stream(source, tmp_out, virtual_size, options, limits, timeout,
+                  progress, cancel_event):
+    """A streamOptimized vmdk written in one pass (see stream_write)."""
+    try:
+        run = qemu_img.run_convert(
+            stream_write.child_argv(), limits, timeout, progress=progress,
+            cancel_event=cancel_event, env=stream_write.child_env(),
+            input_data=stream_write.child_input(
+                source.filename, source.info.qemu_format, tmp_out,
+                virtual_size, limits, options.vmdk_compress_level,
+                options.vmdk_compress_workers, options.scratch_dir),
+            what='the vmdk stream writer')
+    except exceptions.ConversionFailed as error:
+        explained = source.explain(error)
+        if explained is error:
+            raise
+        raise explained from error
+    if run.stderr.strip():
+        LOG.warning('Converting %s: %s', source.info.path,
+                    run.stderr.strip())
+    return run
 
 
 def output_cache_mode(to_format, dst_subformat, options, folder):

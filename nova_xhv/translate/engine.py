@@ -241,7 +241,8 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                      ' ' + dst_subformat if dst_subformat else '',
                      'the vmdk stream decoder' if decodes else
                      'the vmdk stream writer' if writes else 'qemu-img',
-                     'with O_DIRECT' if cache == qemu_img.CACHE_DIRECT
+                     'with O_DIRECT' if cache == qemu_img.CACHE_DIRECT or
+                     writes and options.direct_io
                      else 'through the page cache')
             if decodes:
                 run = _decode_stream(src_info, tmp_out, to_format,
@@ -249,12 +250,16 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                                      timeout, progress, cancel_event, cache)
             elif writes:
                 run = _write_stream(source, tmp_out, virtual_size, options,
-                                    limits, timeout, progress, cancel_event)
+                                    limits, timeout, progress, cancel_event,
+                                    folder)
             else:
                 run = _run_qemu_img(source, tmp_out, to_format,
                                     dst_subformat, options, limits, timeout,
                                     progress, cancel_event, cache)
-            out_size = _output_virtual_size(tmp_out, to_format, options)
+            if writes:
+                out_size = stream_write.check_output(tmp_out)
+            else:
+                out_size = _output_virtual_size(tmp_out, to_format, options)
             if out_size != virtual_size:
                 raise exceptions.ConversionFailed(
                     'output virtual size %d differs from the source\'s %d' %
@@ -307,8 +312,13 @@ def _writes_stream(src_info, to_format, dst_subformat, options):
 
 
 def _write_stream(source, tmp_out, virtual_size, options, limits, timeout,
-                  progress, cancel_event):
-    """A streamOptimized vmdk written in one pass (see stream_write)."""
+                  progress, cancel_event, folder):
+    """A streamOptimized vmdk written in one pass (see stream_write).
+
+    Unlike qemu's vmdk driver it writes in large aligned blocks, so it
+    takes O_DIRECT wherever the filesystem does (see output_cache_mode).
+    """
+    direct = options.direct_io and qemu_img.supports_direct_io(folder)
     try:
         run = qemu_img.run_convert(
             stream_write.child_argv(), limits, timeout, progress=progress,
@@ -316,7 +326,8 @@ def _write_stream(source, tmp_out, virtual_size, options, limits, timeout,
             input_data=stream_write.child_input(
                 source.filename, source.info.qemu_format, tmp_out,
                 virtual_size, limits, options.vmdk_compress_level,
-                options.vmdk_compress_workers, options.scratch_dir),
+                options.vmdk_compress_workers, options.scratch_dir,
+                direct),
             what='the vmdk stream writer')
     except exceptions.ConversionFailed as error:
         explained = source.explain(error)

@@ -9,12 +9,16 @@ one line on stderr.  Imports only what it uses: it starts once per
 conversion.
 """
 
+import fcntl
 import json
+import mmap
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from nova_xhv.translate import exceptions
@@ -26,7 +30,8 @@ from nova_xhv.translate import vmdk_writer
 QEMU_NBD = 'qemu-nbd'
 _STARTUP_TIMEOUT = 30.0
 _PROGRESS_INTERVAL = 0.5
-_OUTPUT_BUFFER = 1024 * 1024
+_READ_AHEAD = 2  # chunks of up to 4 MiB read ahead of the writer
+_OUTPUT_BUFFER = 8 * 1024 * 1024  # a multiple of any O_DIRECT alignment
 
 
 class _Progress(object):
@@ -43,6 +48,96 @@ class _Progress(object):
             sys.stdout.write('    (%.2f/100%%)\r' % min(
                 100.0, 100.0 * done / self._total))
             sys.stdout.flush()
+
+
+class Output(object):
+    """The output file, written front to back by a thread of its own.
+
+    Two page-aligned buffers take turns: the caller fills one while the
+    thread writes the other, so writing overlaps reading and deflating.
+    With ``direct`` the file is opened with O_DIRECT: on the test bed 1 GiB
+    through the page cache took 3.3 s (fresh page-cache memory is dear on
+    a virtual machine that hands freed memory back to its host), 0.6 s
+    with O_DIRECT; the tail that is not a whole buffer goes through the
+    page cache.
+    """
+
+    def __init__(self, path, direct):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        if direct:
+            flags |= os.O_DIRECT
+        self._fd = os.open(path, flags, 0o644)
+        self._direct = direct
+        self._free = queue.Queue()
+        self._full = queue.Queue()
+        for _ in range(2):
+            self._free.put(mmap.mmap(-1, _OUTPUT_BUFFER))
+        self._error = None
+        self._buffer = self._free.get()
+        self._fill = 0
+        self._thread = threading.Thread(target=self._write_loop,
+                                        name='xhv-vmdk-output', daemon=True)
+        self._thread.start()
+
+    def _write_loop(self):
+        while True:
+            item = self._full.get()
+            if item is None:
+                return
+            buffer, length = item
+            try:
+                if self._error is None:
+                    _write_all(self._fd, memoryview(buffer)[:length])
+            except OSError as error:
+                self._error = error
+            self._free.put(buffer)
+
+    def write(self, data):
+        view = memoryview(data)
+        while len(view):
+            step = min(len(view), _OUTPUT_BUFFER - self._fill)
+            self._buffer[self._fill:self._fill + step] = view[:step]
+            self._fill += step
+            view = view[step:]
+            if self._fill == _OUTPUT_BUFFER:
+                self._hand_over()
+
+    def _hand_over(self):
+        if self._error is not None:
+            raise self._error
+        self._full.put((self._buffer, self._fill))
+        self._buffer = self._free.get()
+        self._fill = 0
+
+    def close(self):
+        """Write what is left and close; raises what writing raised."""
+        if self._fd is None:
+            return
+        try:
+            self._full.put(None)
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+            if self._fill:
+                if self._direct:
+                    fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(
+                        self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                _write_all(self._fd, memoryview(self._buffer)[:self._fill])
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def abort(self):
+        if self._fd is not None:
+            self._full.put(None)
+            self._thread.join()
+            os.close(self._fd)
+            self._fd = None
+
+
+def _write_all(fd, view):
+    while len(view):
+        view = view[os.write(fd, view):]
 
 
 def _start_qemu_nbd(config, folder):
@@ -111,17 +206,55 @@ def data_runs(reader, capacity):
         yield run
 
 
+def _read_ahead(reader, capacity, chunks, stop):
+    """Put (offset, data) of every data run on ``chunks``, then None.
+
+    Runs on a thread of its own so qemu-nbd's reads overlap the writer's
+    work; an exception is put on the queue in place of None.
+    """
+    step = nbd_reader.MAX_READ
+    try:
+        for start, end in data_runs(reader, capacity):
+            for offset in range(start, end, step):
+                if stop.is_set():
+                    return
+                length = min(step, end - offset)
+                data = reader.read(offset, min(length, capacity - offset))
+                if len(data) < length:  # the last grain, past the disk end
+                    data += bytes(length - len(data))
+                chunks.put((offset, data))
+        chunks.put(None)
+    except BaseException as error:  # handed to the main thread
+        chunks.put(error)
+
+
 def copy(reader, writer, capacity, progress):
     """Read every data run and hand it to the writer, in order."""
-    step = nbd_reader.MAX_READ
-    for start, end in data_runs(reader, capacity):
-        for offset in range(start, end, step):
-            length = min(step, end - offset)
-            data = reader.read(offset, min(length, capacity - offset))
-            if len(data) < length:  # the last grain, past the disk's end
-                data += bytes(length - len(data))
+    chunks = queue.Queue(maxsize=_READ_AHEAD)
+    stop = threading.Event()
+    thread = threading.Thread(target=_read_ahead, name='xhv-nbd-read',
+                              args=(reader, capacity, chunks, stop),
+                              daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = chunks.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            offset, data = item
             writer.add_chunk(offset, data)
-            progress.update(offset + length)
+            progress.update(offset + len(data))
+    finally:
+        # On an error, stop the reader (it may wait on a full queue).
+        stop.set()
+        while thread.is_alive():
+            try:
+                chunks.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 def convert(config):
@@ -129,7 +262,7 @@ def convert(config):
     folder = tempfile.mkdtemp(prefix='xhv-vmdkw-',
                               dir=config.get('scratch_dir'))
     os.chmod(folder, 0o700)
-    proc = reader = writer = None
+    proc = reader = writer = output = None
     capacity = int(config['capacity'])
     try:
         proc, reader = _start_qemu_nbd(config, folder)
@@ -139,17 +272,16 @@ def convert(config):
                     reader.size, capacity))
         progress = _Progress(capacity)
         progress.update(0, force=True)
-        fd = os.open(config['output'], os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                     0o644)
-        with open(fd, 'wb', buffering=_OUTPUT_BUFFER) as out:
-            writer = vmdk_writer.StreamWriter(
-                out.write, capacity, os.path.basename(config['output']),
-                level=config['level'], workers=config['workers'],
-                adapter=config.get('adapter', vmdk_writer.DEFAULT_ADAPTER),
-                hw_version=config.get('hw_version',
-                                      vmdk_writer.DEFAULT_HW_VERSION))
-            copy(reader, writer, capacity, progress)
-            writer.close()
+        output = Output(config['output'], bool(config.get('direct')))
+        writer = vmdk_writer.StreamWriter(
+            output.write, capacity, os.path.basename(config['output']),
+            level=config['level'], workers=config['workers'],
+            adapter=config.get('adapter', vmdk_writer.DEFAULT_ADAPTER),
+            hw_version=config.get('hw_version',
+                                  vmdk_writer.DEFAULT_HW_VERSION))
+        copy(reader, writer, capacity, progress)
+        writer.close()
+        output.close()
         reader.close()
         reader = None
         returncode = proc.wait()
@@ -161,6 +293,8 @@ def convert(config):
     finally:
         if writer is not None:
             writer.abort()
+        if output is not None:
+            output.abort()
         if reader is not None:
             reader.close()
         if proc is not None and proc.poll() is None:

@@ -117,6 +117,8 @@ def check_output(path):
         raise exceptions.ConversionFailed(
             'the vmdk stream writer wrote an unreadable header: %s' % error)
     gd_offset = struct.unpack_from('<Q', tail, sector + 56)[0]
+    tables = -(-header.capacity // vmdk_writer.GT_COVERS)
+    gd_sectors = -(-tables * 4 // sector)
     problems = vmdk_descriptor.sparse_problems(descriptor)
     if descriptor.create_type != formats.STREAM_OPTIMIZED:
         problems.append('createType %r' % descriptor.create_type)
@@ -125,7 +127,7 @@ def check_output(path):
         problems.append('header, footer and descriptor disagree')
     if _marker_kind(tail[:sector]) != vmdk_writer.MARKER_FOOTER or \
             tail[2 * sector:] != bytes(sector) or \
-            not header.overhead_sectors <= gd_offset < size // sector - 4:
+            gd_offset + gd_sectors != size // sector - 3:
         problems.append('no footer and end-of-stream marker at its end')
     if problems:
         raise exceptions.ConversionFailed(

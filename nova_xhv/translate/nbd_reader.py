@@ -9,6 +9,8 @@ NBD_OPT_SET_META_CONTEXT and NBD_OPT_GO; one request at a time (the
 writer's own pipeline keeps the cores busy meanwhile).
 """
 
+import errno
+import os
 import socket
 import struct
 
@@ -24,6 +26,13 @@ MAX_READ = 4 * 1024 * 1024
 # Block status asks for this much at a time; the server may answer less.
 STATUS_SPAN = 1024 * 1024 * 1024
 _MAX_CHUNK_PAYLOAD = MAX_READ + 64
+
+
+def _strerror(error):
+    # NBD error numbers are the Linux errno values for the common cases.
+    if error in errno.errorcode:
+        return os.strerror(error)
+    return 'error %d' % error
 
 
 class NBDReader(object):
@@ -159,9 +168,9 @@ class NBDReader(object):
                 payload = self._recv(length)
                 error = struct.unpack('>I', payload[:4])[0] \
                     if length >= 4 else 0
-                raise NBDError('the NBD server failed the request: error '
-                               '%d %s' % (error, payload[6:].decode(
-                                   'utf-8', 'replace')))
+                message = payload[6:].decode('utf-8', 'replace').strip()
+                raise NBDError('the NBD server failed the request: %s%s' % (
+                    _strerror(error), ' (%s)' % message if message else ''))
             if kind != nbd.REPLY_TYPE_NONE:
                 yield kind, length
             elif length:

@@ -269,3 +269,37 @@ def test_check_output_refuses_damaged_streams(tmp_path, damage):
     path.write_bytes(bytes(data))
     with pytest.raises(exceptions.ConversionFailed):
         stream_write.check_output(str(path))
+
+
+class _FakeStatus(object):
+    """block_status answers from a list of (length, flags), in pieces."""
+
+    def __init__(self, extents, piece=3):
+        self._extents = extents
+        self._piece = piece
+
+    def block_status(self, offset, length):
+        at = 0
+        found = []
+        for size, flags in self._extents:
+            if at + size > offset:
+                start = max(at, offset)
+                found.append((at + size - start, flags))
+            at += size
+        return found[:self._piece]
+
+
+def test_data_runs_are_grain_aligned_and_skip_zero_extents():
+    from nova_xhv.translate import write_child
+    zero = 2  # NBD_STATE_ZERO
+    hole = 1 | 2
+    extents = [(GRAIN + 100, 0), (4 * GRAIN, hole), (512, 0),
+               (GRAIN, zero), (10, 0), (3 * GRAIN - 622, hole),
+               (GRAIN // 2, 0)]
+    capacity = sum(e[0] for e in extents)
+    runs = list(write_child.data_runs(_FakeStatus(extents), capacity))
+    # 0..GRAIN+100 -> grains 0-1; 5G+100..5G+612 -> grain 5; the 10 bytes
+    # at 6G+612 -> grain 6, merged with 5; the tail -> the last grain.
+    assert runs == [(0, 2 * GRAIN), (5 * GRAIN, 7 * GRAIN),
+                    (9 * GRAIN, 10 * GRAIN)]
+    assert capacity == 9 * GRAIN + GRAIN // 2

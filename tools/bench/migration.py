@@ -65,6 +65,10 @@ def report_to_vmware(mode, result):
           % result['bare_convert_s'])
     print('bare qemu-img convert to streamOptimized (what the move used to '
           'run): %.2f s' % result['bare_convert_vmdk_s'])
+    for name, value in sorted(result.get('source_stages_s', {}).items()):
+        print('  stage %-28s %.2f s' % (name, value))
+    print('  finish_migration (import, power on) %.2f s'
+          % result.get('finish_s', 0))
     print('whole move (API migrate -> VERIFY_RESIZE): %.2f s = %.2f x the '
           'bare convert to qcow2 (goal <= 1.5)' % (result['whole_move_s'],
                                                    result['ratio']))

@@ -14,6 +14,7 @@ import time
 
 from oslo_serialization import jsonutils
 
+from nova_xhv.migration import flow
 from nova_xhv import translate
 from tests.fixtures import disks
 from tests.functional.migration import base
@@ -71,12 +72,30 @@ class BenchKVMToVMware(base.CrossHypervisorTestCase):
         result['bare_convert_vmdk_s'] = time.monotonic() - started
         os.unlink(baseline)
 
+        vmw = self.computes[base.VMW].manager.driver
+        real_finish = vmw.finish_migration
+        seen = {}
+
+        def timed_finish(context, migration, instance, disk_info, *args,
+                         **kwargs):
+            seen['disk_info'] = flow.cross_family_disk_info(disk_info)
+            started = time.monotonic()
+            try:
+                return real_finish(context, migration, instance, disk_info,
+                                   *args, **kwargs)
+            finally:
+                seen['finish_s'] = time.monotonic() - started
+
+        vmw.finish_migration = timed_finish
         started = time.monotonic()
         self.api.post_server_action(server['id'],
                                     {'migrate': {'host': base.VMW}})
         server = self.wait_status(server, 'VERIFY_RESIZE', interval=0.05)
         result['whole_move_s'] = time.monotonic() - started
         result['ratio'] = result['whole_move_s'] / result['bare_convert_s']
+        result['source_stages_s'] = (seen['disk_info'] or {}).get(
+            'timings', {})
+        result['finish_s'] = seen['finish_s']
         vmdk = self.guest_disk_file(server)
         result['stored_vmdk_bytes'] = os.path.getsize(vmdk)
         self.assertTrue(base.same_guest_data(vmdk, 'vmdk', kvm_disk,

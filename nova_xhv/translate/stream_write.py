@@ -58,7 +58,15 @@ def child_argv():
 
 
 def child_env():
-    return stream_convert.child_env()
+    """The decoder's environment, with a cap on glibc's malloc arenas.
+
+    glibc reserves 64 MiB of address space per arena, up to 8 per core,
+    and every deflate thread may get one: with many workers that alone
+    could pass the conversion's address-space limit (prlimit --as).
+    """
+    env = stream_convert.child_env()
+    env['MALLOC_ARENA_MAX'] = '4'
+    return env
 
 
 def child_input(source_filename, source_format, output, capacity, limits,

@@ -26,6 +26,7 @@ from nova_xhv.translate import nbd_bridge
 from nova_xhv.translate import qemu_img
 from nova_xhv.translate import remote
 from nova_xhv.translate import stream_convert
+from nova_xhv.translate import stream_write
 
 LOG = logging.getLogger(__name__)
 
@@ -53,6 +54,12 @@ class ConvertOptions:
     # Decode streamOptimized vmdk sources to qcow2/raw in one sequential
     # pass instead of through qemu-img's vmdk driver (see stream_convert).
     vmdk_stream_decoder: bool = True
+    # Write streamOptimized vmdk outputs with XHV's parallel writer
+    # instead of qemu-img (see stream_write): deflate level (0 stores every
+    # grain) and threads (0: one per core).
+    vmdk_stream_writer: bool = True
+    vmdk_compress_level: int = 1
+    vmdk_compress_workers: int = 0
     # Write the output with O_DIRECT where its filesystem takes it (see
     # output_cache_mode).
     direct_io: bool = True
@@ -232,7 +239,11 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                         src_info.path, virtual_size))
             decodes = _decodes_stream(src_info, to_format, options)
             if options.structure_check and not decodes:
+                # The stream writer reads through qemu's format driver too:
+                # it trusts the same tables qemu-img would.
                 _check_structure(source, limits, timeout)
+            writes = _writes_stream(src_info, to_format, dst_subformat,
+                                    options)
             cache = output_cache_mode(to_format, dst_subformat, options,
                                       folder)
             LOG.info('Converting %s (%s%s, %d bytes) to %s%s with %s, '
@@ -240,18 +251,27 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                      ' ' + src_info.subformat if src_info.subformat else '',
                      virtual_size, to_format,
                      ' ' + dst_subformat if dst_subformat else '',
-                     'the vmdk stream decoder' if decodes else 'qemu-img',
-                     'with O_DIRECT' if cache == qemu_img.CACHE_DIRECT
+                     'the vmdk stream decoder' if decodes else
+                     'the vmdk stream writer' if writes else 'qemu-img',
+                     'with O_DIRECT' if cache == qemu_img.CACHE_DIRECT or
+                     writes and options.direct_io
                      else 'through the page cache')
             if decodes:
                 run = _decode_stream(src_info, tmp_out, to_format,
                                      dst_subformat, options, limits,
                                      timeout, progress, cancel_event, cache)
+            elif writes:
+                run = _write_stream(source, tmp_out, virtual_size, options,
+                                    limits, timeout, progress, cancel_event,
+                                    folder)
             else:
                 run = _run_qemu_img(source, tmp_out, to_format,
                                     dst_subformat, options, limits, timeout,
                                     progress, cancel_event, cache)
-            out_size = _output_virtual_size(tmp_out, to_format, options)
+            if writes:
+                out_size = stream_write.check_output(tmp_out)
+            else:
+                out_size = _output_virtual_size(tmp_out, to_format, options)
             if out_size != virtual_size:
                 raise exceptions.ConversionFailed(
                     'output virtual size %d differs from the source\'s %d' %
@@ -316,6 +336,48 @@ def _decodes_stream(src_info, to_format, options):
     return (options.vmdk_stream_decoder and not options.rate_limit
             and options.sparse_size > 0
             and stream_convert.applies(src_info, to_format))
+
+
+def _writes_stream(src_info, to_format, dst_subformat, options):
+    """True when XHV's vmdk stream writer writes this output."""
+    if not options.vmdk_stream_writer or \
+            not stream_write.targets(to_format, dst_subformat):
+        return False
+    reason = stream_write.unsupported_reason(options)
+    if reason:
+        LOG.info('Writing %s as streamOptimized vmdk with qemu-img, not '
+                 'the vmdk stream writer: %s', src_info.path, reason)
+        return False
+    return True
+
+
+def _write_stream(source, tmp_out, virtual_size, options, limits, timeout,
+                  progress, cancel_event, folder):
+    """A streamOptimized vmdk written in one pass (see stream_write).
+
+    Unlike qemu's vmdk driver it writes in large aligned blocks, so it
+    takes O_DIRECT wherever the filesystem does (see output_cache_mode).
+    """
+    direct = options.direct_io and qemu_img.supports_direct_io(folder)
+    try:
+        run = qemu_img.run_convert(
+            stream_write.child_argv(), limits, timeout, progress=progress,
+            cancel_event=cancel_event, env=stream_write.child_env(),
+            input_data=stream_write.child_input(
+                source.filename, source.info.qemu_format, tmp_out,
+                virtual_size, limits, options.vmdk_compress_level,
+                options.vmdk_compress_workers, options.scratch_dir,
+                direct),
+            what='the vmdk stream writer')
+    except exceptions.ConversionFailed as error:
+        explained = source.explain(error)
+        if explained is error:
+            raise
+        raise explained from error
+    if run.stderr.strip():
+        LOG.warning('Converting %s: %s', source.info.path,
+                    run.stderr.strip())
+    return run
 
 
 def output_cache_mode(to_format, dst_subformat, options, folder):

@@ -95,6 +95,18 @@ def _convert_parser():
                         help='convert a streamOptimized vmdk with qemu-img\'s '
                              'vmdk driver instead of XHV\'s one-pass stream '
                              'decoder')
+    parser.add_argument('--no-vmdk-stream-writer', action='store_false',
+                        dest='vmdk_stream_writer',
+                        help='write a streamOptimized vmdk with qemu-img '
+                             'instead of XHV\'s parallel stream writer')
+    parser.add_argument('--compress-level', type=int, default=1,
+                        metavar='N',
+                        help='deflate level of the vmdk stream writer '
+                             '(0-9, default 1; 0 stores every grain)')
+    parser.add_argument('--compress-workers', type=int, default=0,
+                        metavar='N',
+                        help='threads the vmdk stream writer deflates on '
+                             '(default 0: one per core)')
     parser.add_argument('--no-direct-io', action='store_false',
                         dest='direct_io',
                         help='write the output through the page cache even '
@@ -184,12 +196,21 @@ def _run_convert(argv):
     _setup_logging(args.debug)
     if not 1 <= args.coroutines <= 16:
         return _refuse('--coroutines must be between 1 and 16', EXIT_USAGE)
+    if not 0 <= args.compress_level <= 9:
+        return _refuse('--compress-level must be between 0 and 9',
+                       EXIT_USAGE)
+    if not 0 <= args.compress_workers <= 64:
+        return _refuse('--compress-workers must be between 0 and 64',
+                       EXIT_USAGE)
     options = translate.ConvertOptions(
         max_virtual_size=args.max_virtual_size_gib * GiB,
         rate_limit=max(args.rate_limit, 0), verify=args.verify,
         staging_dir=args.staging_dir, coroutines=args.coroutines,
         out_of_order=args.out_of_order,
         vmdk_stream_decoder=args.vmdk_stream_decoder,
+        vmdk_stream_writer=args.vmdk_stream_writer,
+        vmdk_compress_level=args.compress_level,
+        vmdk_compress_workers=args.compress_workers,
         direct_io=args.direct_io)
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     try:

@@ -18,6 +18,7 @@ import typing
 
 from oslo_log import log as logging
 
+from nova_xhv.translate import block_spec
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import formats
 from nova_xhv.translate import inspect
@@ -25,13 +26,12 @@ from nova_xhv.translate import nbd_bridge
 from nova_xhv.translate import qemu_img
 from nova_xhv.translate import remote
 from nova_xhv.translate import stream_convert
+from nova_xhv.translate import stream_write
 
 LOG = logging.getLogger(__name__)
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
-# Formats whose virtual size is counted in 512-byte sectors.
-_SECTOR_FORMATS = (formats.VMDK, formats.VHD, formats.VHDX)
 # Outputs written with O_DIRECT when options.direct_io (output_cache_mode).
 _DIRECT_IO_TARGETS = (formats.QCOW2, formats.RAW, formats.VHDX)
 
@@ -54,10 +54,20 @@ class ConvertOptions:
     # Decode streamOptimized vmdk sources to qcow2/raw in one sequential
     # pass instead of through qemu-img's vmdk driver (see stream_convert).
     vmdk_stream_decoder: bool = True
+    # Write streamOptimized vmdk outputs with XHV's parallel writer
+    # instead of qemu-img (see stream_write): deflate level (0 stores every
+    # grain) and threads (0: one per core).
+    vmdk_stream_writer: bool = True
+    vmdk_compress_level: int = 1
+    vmdk_compress_workers: int = 0
     # Write the output with O_DIRECT where its filesystem takes it (see
     # output_cache_mode).
     direct_io: bool = True
     verify: bool = False
+    # Run ``qemu-img check`` (metadata only) on qcow2, vmdk and vhdx sources
+    # before converting: qemu-img convert reads a table that points past
+    # the end of the file as zeros and succeeds.
+    structure_check: bool = True
     # Folder trusted to hold monolithicFlat descriptor + extent pairs.
     staging_dir: typing.Optional[str] = None
     # Where remote header copies and secret files go (None: system temp).
@@ -102,7 +112,9 @@ class _Source(object):
         self.info = info
         self._scratch_dir = scratch_dir
         self._stack = contextlib.ExitStack()
-        self._filename = info.data_path
+        # Local: the checked file behind an explicit block-node spec.
+        self._filename = None if info.remote else block_spec.local(
+            info.data_path, info.qemu_format)
         self._bridge = None
 
     @property
@@ -111,7 +123,8 @@ class _Source(object):
             # qemu-img reads remote sources from a local read-ahead NBD
             # bridge (TLS, CA and credentials stay in our processes).
             self._bridge = self._stack.enter_context(nbd_bridge.NBDBridge(
-                self.info.remote, self.info.actual_size, self._scratch_dir))
+                self.info.remote, self.info.actual_size, self._scratch_dir,
+                inspected=self.info.inspected_blocks))
             self._filename = self._bridge.filename(self.info.qemu_format)
         return self._filename
 
@@ -207,7 +220,8 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
 
     folder = tempfile.mkdtemp(prefix='.xhv-convert-',
                               dir=os.path.dirname(dst))
-    tmp_out = os.path.join(folder, os.path.basename(dst))
+    # Absolute: qemu never reads an output name as a protocol.
+    tmp_out = block_spec.output(os.path.join(folder, os.path.basename(dst)))
     try:
         with _Source(src_info, options.scratch_dir) as source:
             virtual_size = _source_virtual_size(source, options, timeout)
@@ -216,13 +230,20 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                     'qemu-img reports a virtual size of %d bytes, above the '
                     'limit of %d (max_virtual_size)' % (
                         virtual_size, options.max_virtual_size)])
-            if to_format in _SECTOR_FORMATS and virtual_size % 512:
+            if virtual_size % 512:
                 raise exceptions.UnsupportedFormat(
-                    '%s has a virtual size of %d bytes, not a multiple of '
-                    '512: %s cannot hold it exactly; convert to raw or '
-                    'qcow2, or resize to a sector multiple first' % (
-                        src_info.path, virtual_size, to_format))
+                    '%s has a virtual size of %d bytes, not a whole number '
+                    'of 512-byte sectors: no disk image (raw included) can '
+                    'hold it exactly, qemu rounds it up; pad it to a sector '
+                    'multiple first (truncate -s %%512)' % (
+                        src_info.path, virtual_size))
             decodes = _decodes_stream(src_info, to_format, options)
+            if options.structure_check and not decodes:
+                # The stream writer reads through qemu's format driver too:
+                # it trusts the same tables qemu-img would.
+                _check_structure(source, limits, timeout)
+            writes = _writes_stream(src_info, to_format, dst_subformat,
+                                    options)
             cache = output_cache_mode(to_format, dst_subformat, options,
                                       folder)
             LOG.info('Converting %s (%s%s, %d bytes) to %s%s with %s, '
@@ -230,27 +251,38 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                      ' ' + src_info.subformat if src_info.subformat else '',
                      virtual_size, to_format,
                      ' ' + dst_subformat if dst_subformat else '',
-                     'the vmdk stream decoder' if decodes else 'qemu-img',
-                     'with O_DIRECT' if cache == qemu_img.CACHE_DIRECT
+                     'the vmdk stream decoder' if decodes else
+                     'the vmdk stream writer' if writes else 'qemu-img',
+                     'with O_DIRECT' if cache == qemu_img.CACHE_DIRECT or
+                     writes and options.direct_io
                      else 'through the page cache')
             if decodes:
                 run = _decode_stream(src_info, tmp_out, to_format,
                                      dst_subformat, options, limits,
                                      timeout, progress, cancel_event, cache)
+            elif writes:
+                run = _write_stream(source, tmp_out, virtual_size, options,
+                                    limits, timeout, progress, cancel_event,
+                                    folder)
             else:
                 run = _run_qemu_img(source, tmp_out, to_format,
                                     dst_subformat, options, limits, timeout,
                                     progress, cancel_event, cache)
-            out_size = _output_virtual_size(tmp_out, to_format, options)
+            if writes:
+                out_size = stream_write.check_output(tmp_out)
+            else:
+                out_size = _output_virtual_size(tmp_out, to_format, options)
             if out_size != virtual_size:
                 raise exceptions.ConversionFailed(
                     'output virtual size %d differs from the source\'s %d' %
                     (out_size, virtual_size))
             verified = False
             if options.verify:
+                out_driver = formats.qemu_driver(to_format)
                 if not qemu_img.compare(
-                        source.filename, src_info.qemu_format, tmp_out,
-                        formats.qemu_driver(to_format), limits, timeout):
+                        source.filename, src_info.qemu_format,
+                        block_spec.local(tmp_out, out_driver), out_driver,
+                        limits, timeout):
                     raise exceptions.ConversionFailed(
                         'verification failed: the converted guest data '
                         'differs from %s' % src_info.path)
@@ -272,12 +304,80 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
                          bytes_read=run.bytes_read)
 
 
+# Formats whose tables qemu-img check walks (raw and vpc have none it
+# checks; a monolithicFlat extent is read as raw).
+_CHECKED_DRIVERS = ('qcow2', 'vmdk', 'vhdx')
+
+
+def _check_structure(source, limits, timeout):
+    """Refuse a source whose metadata qemu-img check finds corrupt.
+
+    The stream decoder needs none: it reads the grains in stream order and
+    refuses a malformed stream itself.
+    """
+    if source.info.qemu_format not in _CHECKED_DRIVERS:
+        return
+    problems = qemu_img.check(source.filename, source.info.qemu_format,
+                              limits, timeout)
+    if problems:
+        # A remote source that failed to read (it changed, it broke) says
+        # so; the check's own words would only say "I/O error".
+        failed = exceptions.ConversionFailed('qemu-img check of %s failed'
+                                             % source.info.path)
+        explained = source.explain(failed)
+        if explained is not failed:
+            raise explained
+        raise exceptions.UnsafeImage(source.info.path, problems)
+
+
 def _decodes_stream(src_info, to_format, options):
     # The decoder neither throttles nor writes zeros: a rate limit or a
     # fully allocated output (sparse_size 0) is qemu-img's job.
     return (options.vmdk_stream_decoder and not options.rate_limit
             and options.sparse_size > 0
             and stream_convert.applies(src_info, to_format))
+
+
+def _writes_stream(src_info, to_format, dst_subformat, options):
+    """True when XHV's vmdk stream writer writes this output."""
+    if not options.vmdk_stream_writer or \
+            not stream_write.targets(to_format, dst_subformat):
+        return False
+    reason = stream_write.unsupported_reason(options)
+    if reason:
+        LOG.info('Writing %s as streamOptimized vmdk with qemu-img, not '
+                 'the vmdk stream writer: %s', src_info.path, reason)
+        return False
+    return True
+
+
+def _write_stream(source, tmp_out, virtual_size, options, limits, timeout,
+                  progress, cancel_event, folder):
+    """A streamOptimized vmdk written in one pass (see stream_write).
+
+    Unlike qemu's vmdk driver it writes in large aligned blocks, so it
+    takes O_DIRECT wherever the filesystem does (see output_cache_mode).
+    """
+    direct = options.direct_io and qemu_img.supports_direct_io(folder)
+    try:
+        run = qemu_img.run_convert(
+            stream_write.child_argv(), limits, timeout, progress=progress,
+            cancel_event=cancel_event, env=stream_write.child_env(),
+            input_data=stream_write.child_input(
+                source.filename, source.info.qemu_format, tmp_out,
+                virtual_size, limits, options.vmdk_compress_level,
+                options.vmdk_compress_workers, options.scratch_dir,
+                direct),
+            what='the vmdk stream writer')
+    except exceptions.ConversionFailed as error:
+        explained = source.explain(error)
+        if explained is error:
+            raise
+        raise explained from error
+    if run.stderr.strip():
+        LOG.warning('Converting %s: %s', source.info.path,
+                    run.stderr.strip())
+    return run
 
 
 def output_cache_mode(to_format, dst_subformat, options, folder):
@@ -351,11 +451,12 @@ def compare(path_a, fmt_a, path_b, fmt_b, options=None, staging_dir=None):
                                    max_virtual_size=options.max_virtual_size)
              for path, fmt in ((path_a, fmt_a), (path_b, fmt_b))]
     timeout = options.timeout_for(max(i.virtual_size for i in infos))
-    sizes = [int(qemu_img.info(i.data_path, i.qemu_format,
-                               options.info_limits(),
-                               timeout)['virtual-size']) for i in infos]
+    specs = [block_spec.local(i.data_path, i.qemu_format) for i in infos]
+    sizes = [int(qemu_img.info(spec, i.qemu_format, options.info_limits(),
+                               timeout)['virtual-size'])
+             for spec, i in zip(specs, infos)]
     if sizes[0] != sizes[1]:
         return False
-    return qemu_img.compare(infos[0].data_path, infos[0].qemu_format,
-                            infos[1].data_path, infos[1].qemu_format,
+    return qemu_img.compare(specs[0], infos[0].qemu_format,
+                            specs[1], infos[1].qemu_format,
                             options.long_limits(sizes[0]), timeout)

@@ -7,7 +7,14 @@ refusals.
 
 
 class TranslationError(Exception):
-    """Base class: the translation could not be done; nothing was written."""
+    """Base class: the translation could not be done; nothing was written.
+
+    Its text is always one line (whitespace collapsed): callers put it in
+    instance faults, volume errors and ``xhv-convert``'s refusal line.
+    """
+
+    def __str__(self):
+        return ' '.join(super().__str__().split())
 
 
 class UnsafeImage(TranslationError):

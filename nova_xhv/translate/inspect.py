@@ -10,10 +10,17 @@ exception is raised):
    at its end is a fixed VHD (the inspector reads only the start).
 3. The detected format must equal the claimed one (FormatMismatch).
 4. The inspector's ``safety_check()`` must pass (qcow2 backing file,
-   external data file, unknown features; vmdk descriptor and footer; MBR).
-5. Checks the inspector lacks: encrypted qcow2; vmdk parent disks and
-   extent counts/types/names; VHD footer checksum and differencing disks;
-   VHDX differencing disks.
+   external data file, unknown features; vmdk descriptor and footer; MBR);
+   its data-file check misreads version 2 qcow2, whose header our reader
+   judges instead.
+5. Checks the inspector lacks, each field read where qemu 7.2 reads it:
+   qcow2 header extensions, corrupt bit, external data file, encryption,
+   tables inside the file; a sparse vmdk's parent references anywhere in
+   the 10 KiB qemu searches (and the announced descriptor), capacity 0
+   (qemu would open the extents of the embedded descriptor), a stream
+   footer that disagrees with the header, grain directories and tables
+   inside the file; VHD footer checksum and differencing disks; VHDX
+   differencing disks.
 6. The virtual size is known and not above ``max_virtual_size``.
 7. A VMware monolithicFlat pair (text descriptor + flat extent) is read
    only from a private staging folder: exactly one FLAT extent with a bare
@@ -24,7 +31,9 @@ exception is raised):
 
 import dataclasses
 import os
+import re
 import stat
+import struct
 import typing
 
 from oslo_log import log as logging
@@ -63,6 +72,10 @@ class ImageInfo:
     failures: typing.List[str] = dataclasses.field(default_factory=list)
     # The RemoteSource this describes, if any.
     remote: typing.Any = None
+    # Remote only: {block index: sha256 hex} of the bytes inspected (see
+    # remote.INSPECTED_BLOCK); readers check them again.
+    inspected_blocks: typing.Dict[int, str] = dataclasses.field(
+        default_factory=dict)
 
     @property
     def qemu_format(self):
@@ -163,11 +176,14 @@ _HINTS = {
 }
 
 
-def _run_safety_check(findings, inspector):
+def _run_safety_check(findings, inspector, ignore=()):
+    """The format inspector's checks but ``ignore`` (ones it misreads)."""
     try:
         inspector.safety_check()
     except format_inspector.SafetyCheckFailed as exc:
         for name, failure in sorted(exc.failures.items()):
+            if name in ignore:
+                continue
             hint = _HINTS.get(name)
             findings.add(_UNSAFE, '%s check failed: %s%s' % (
                 name, failure, ' (%s)' % hint if hint else ''))
@@ -175,20 +191,139 @@ def _run_safety_check(findings, inspector):
         findings.add(_UNSAFE, 'header is corrupt or truncated (%s)' % exc)
 
 
-def _vmdk_sparse_checks(findings, f):
+# Header fields qemu takes from a streamOptimized footer: each must equal
+# the header's (the inspection, the size cap and the stream decoder use the
+# header).
+_VMDK_FOOTER_FIELDS = ('version', 'flags', 'capacity', 'granularity',
+                       'num_gtes_per_gt', 'grain_offset', 'compress')
+_PARENT_CID_RE = re.compile(rb'parentcid\s*=\s*"?([^"\s]*)')
+
+
+def _vmdk_parent_problems(texts):
+    """Parent references anywhere qemu or we read a sparse descriptor.
+
+    qemu 7.2 (vmdk_parent_open) searches 10 KiB at offset 512 for the
+    substring ``parentFileNameHint`` wherever it stands (a comment line,
+    past descriptorSize, inside another value): the whole of both windows
+    is searched here, in any case, NUL padding included.
+    """
+    problems = []
+    for text in texts:
+        lower = text.lower()
+        if b'parentfilenamehint' in lower:
+            problems.append('vmdk descriptor names a parent disk '
+                            '(parentFileNameHint): delta disks are refused, '
+                            'consolidate snapshots first')
+        for match in _PARENT_CID_RE.finditer(lower):
+            if match.group(1) != b'ffffffff':
+                problems.append('vmdk descriptor names a parent disk '
+                                '(parentCID %s): delta disks are refused, '
+                                'consolidate snapshots first' %
+                                match.group(1)[:16].decode('ascii',
+                                                           'replace'))
+    return sorted(set(problems))
+
+
+def _vmdk_sparse_checks(findings, f, size):
+    """Checks of a sparse vmdk as qemu reads it.
+
+    Returns (subformat, the virtual size qemu will use).
+    """
+    header = headers.vmdk_sparse_header(f)
+    if header is None:
+        findings.add(_UNSAFE, 'vmdk header is truncated')
+        return None, 0
+    if header.capacity == 0:
+        # qemu then reads the embedded descriptor as a descriptor file and
+        # opens every extent it names.
+        findings.add(_UNSAFE, 'sparse vmdk with capacity 0: qemu would '
+                              'open the extents its descriptor names')
+        return None, 0
+    qemu_header = header
+    if header.gd_offset == headers.VMDK_GD_AT_END:
+        footer = headers.vmdk_stream_footer(f, size)
+        if footer is None:
+            findings.add(_UNSAFE, 'vmdk stream footer is missing or corrupt '
+                                  '(footer check failed)')
+            return None, 0
+        differ = [name for name in _VMDK_FOOTER_FIELDS
+                  if getattr(footer, name) != getattr(header, name)]
+        if differ:
+            findings.add(_UNSAFE, 'vmdk stream footer disagrees with the '
+                                  'header on %s (header capacity %d, footer '
+                                  'capacity %d sectors): qemu would use the '
+                                  'footer' % (', '.join(differ),
+                                              header.capacity,
+                                              footer.capacity))
+        qemu_header = footer
+    if qemu_header.gd_offset in (0, headers.VMDK_GD_AT_END) or \
+            qemu_header.gd_offset * 512 >= size:
+        findings.add(_UNSAFE, 'vmdk grain directory offset %d lies outside '
+                              'the %d-byte file (corrupt)' % (
+                                  qemu_header.gd_offset, size))
+    else:
+        for problem in headers.vmdk_table_problems(f, qemu_header, size):
+            findings.add(_UNSAFE, problem)
+    if qemu_header.grain_offset * 512 > size:
+        findings.add(_UNSAFE, 'vmdk grains start past the end of the file '
+                              '(truncated)')
+    virtual_size = max(header.capacity, qemu_header.capacity) * 512
+
     data = headers.vmdk_embedded_descriptor(
         f, vmdk_descriptor.MAX_DESCRIPTOR_BYTES)
+    windows = [headers.vmdk_qemu_descriptor_window(f)]
+    if data is not None:
+        windows.append(data)
+    for problem in _vmdk_parent_problems(windows):
+        findings.add(_UNSAFE, problem)
     if data is None:
         findings.add(_UNSAFE, 'vmdk has no embedded descriptor')
-        return None
+        return None, virtual_size
     try:
         descriptor = vmdk_descriptor.parse(data)
     except vmdk_descriptor.DescriptorError as exc:
         findings.add(_UNSAFE, 'vmdk descriptor refused: %s' % exc)
-        return None
+        return None, virtual_size
     for problem in vmdk_descriptor.sparse_problems(descriptor):
-        findings.add(_UNSAFE, problem)
-    return descriptor.create_type
+        if 'parent' not in problem:  # reported above, once
+            findings.add(_UNSAFE, problem)
+    return descriptor.create_type, virtual_size
+
+
+def _qcow2_checks(findings, f, size):
+    """What the format inspector does not read in a qcow2 header.
+
+    Returns the qcow2 version (None if the header is unreadable).
+    """
+    try:
+        header = headers.qcow2_header(f)
+    except headers.HeaderError as exc:
+        findings.add(_UNSAFE, 'qcow2 header is corrupt: %s' % exc)
+        return None
+    if header is None:
+        findings.add(_UNSAFE, 'qcow2 header is truncated')
+        return None
+    if header.crypt_method:
+        findings.add(_UNSAFE, 'qcow2 is encrypted; XHV converts only '
+                              'unencrypted images')
+    if header.incompatible & headers.QCOW2_INCOMPAT_CORRUPT:
+        findings.add(_UNSAFE, 'qcow2 is marked corrupt; repair it with '
+                              '"qemu-img check -r all" where it is trusted')
+    if header.incompatible & headers.QCOW2_INCOMPAT_DATA_FILE or \
+            headers.QCOW2_EXT_DATA_FILE in header.extensions:
+        findings.add(_UNSAFE, 'data_file check failed: qcow2 names an '
+                              'external data file (%s)' % _HINTS['data_file'])
+    cluster = 1 << header.cluster_bits
+    tables = (('L1 table', header.l1_table_offset, header.l1_size * 8),
+              ('refcount table', header.refcount_table_offset,
+               header.refcount_table_clusters * cluster),
+              ('snapshot table', header.snapshots_offset,
+               72 * header.nb_snapshots))
+    for name, offset, length in tables:
+        if length and offset + length > size:
+            findings.add(_UNSAFE, 'qcow2 %s lies past the end of the file '
+                                  '(truncated or corrupt)' % name)
+    return header.version
 
 
 def _vhd_checks(findings, footer):
@@ -252,19 +387,19 @@ def _inspect_binary(path, size, claimed, cap, findings):
     if claimed and claimed != detected:
         findings.add(_MISMATCH, 'content is %s, not %s' % (detected, claimed))
 
-    if fixed_footer is None:
-        _run_safety_check(findings, inspector)
     subformat = None
     virtual_size = inspector.virtual_size
+    ignore = ()
     with open(path, 'rb') as f:
         if detected == formats.RAW:
             virtual_size = size
         elif detected == formats.QCOW2:
-            if headers.qcow2_crypt_method(f):
-                findings.add(_UNSAFE, 'qcow2 is encrypted; XHV converts only '
-                                      'unencrypted images')
+            if _qcow2_checks(findings, f, size) != 3:
+                # Version 2 has no feature bits: the inspector reads an
+                # extension there (its data_file check); ours read them.
+                ignore = ('data_file',)
         elif detected == formats.VMDK:
-            subformat = _vmdk_sparse_checks(findings, f)
+            subformat, virtual_size = _vmdk_sparse_checks(findings, f, size)
         elif detected == formats.VHD:
             footer = fixed_footer or headers.vhd_head(f)
             if footer is None:
@@ -285,6 +420,8 @@ def _inspect_binary(path, size, claimed, cap, findings):
                                           'fixed disk')
         elif detected == formats.VHDX:
             subformat = _vhdx_checks(findings, f)
+    if fixed_footer is None:
+        _run_safety_check(findings, inspector, ignore)
     if subformat is not None:
         subformat = _normalise_subformat(findings, detected, subformat)
     _check_virtual_size(findings, virtual_size, cap)
@@ -321,6 +458,10 @@ def _inspect_flat(path, staging_dir, cap, findings):
     if descriptor.create_type.lower() != 'monolithicflat':
         findings.add(_UNSUPPORTED, problems[0])
         return formats.VMDK, descriptor.create_type, 0, None
+    # qemu never reads this descriptor (the extent is read as raw); a
+    # parent named anywhere in it, comments included, is refused anyway.
+    hidden = _vmdk_parent_problems([data])
+    problems = [p for p in problems if 'parent' not in p] + hidden
     for problem in problems:
         findings.add(_UNSAFE, problem)
     folder = os.path.dirname(os.path.abspath(path))
@@ -372,6 +513,15 @@ def _inspect_flat(path, staging_dir, cap, findings):
     return formats.VMDK, formats.MONOLITHIC_FLAT, virtual_size, extent_path
 
 
+def _inspect_any(path, size, claimed, staging_dir, cap, findings):
+    with open(path, 'rb') as f:
+        head = f.read(vmdk_descriptor.MAX_DESCRIPTOR_BYTES)
+    if claimed in (None, formats.VMDK) and \
+            vmdk_descriptor.looks_like_descriptor(head):
+        return _inspect_flat(path, staging_dir, cap, findings)
+    return _inspect_binary(path, size, claimed, cap, findings)
+
+
 def inspect_findings(path, claimed_format=None, staging_dir=None,
                      max_virtual_size=None):
     """Like inspect_image but never raises for a verdict.
@@ -401,15 +551,19 @@ def inspect_findings(path, claimed_format=None, staging_dir=None,
         findings.add(_UNSAFE, 'file is empty')
         fmt, subformat, virtual_size, data_path = claimed, None, 0, path
     else:
-        with open(path, 'rb') as f:
-            head = f.read(vmdk_descriptor.MAX_DESCRIPTOR_BYTES)
-        if claimed in (None, formats.VMDK) and \
-                vmdk_descriptor.looks_like_descriptor(head):
-            fmt, subformat, virtual_size, data_path = _inspect_flat(
-                path, staging_dir, cap, findings)
-        else:
-            fmt, subformat, virtual_size, data_path = _inspect_binary(
-                path, size, claimed, cap, findings)
+        try:
+            fmt, subformat, virtual_size, data_path = _inspect_any(
+                path, size, claimed, staging_dir, cap, findings)
+        except (struct.error, ValueError, IndexError, OverflowError,
+                format_inspector.ImageFormatError) as exc:
+            # Every reader bounds what it reads; one that still trips on a
+            # malformed file makes a refusal, never a traceback.
+            findings.add(_UNSAFE, 'header is corrupt or truncated (%s: %s)'
+                         % (type(exc).__name__, exc))
+            fmt, subformat, virtual_size, data_path = claimed, None, 0, path
+        except OSError as exc:
+            raise exceptions.TranslationError('%s cannot be read: %s' % (
+                path, exc))
     info = ImageInfo(path=path, format=fmt, subformat=subformat,
                      virtual_size=virtual_size, actual_size=actual_size,
                      data_path=data_path, safe=not findings.items,

@@ -22,6 +22,7 @@ newstyle handshake, NBD_OPT_GO/EXPORT_NAME, READ, DISC).
 """
 
 import collections
+import hashlib
 import json
 import os
 import shutil
@@ -33,11 +34,13 @@ import tempfile
 import threading
 
 
+from nova_xhv.translate import block_spec
+from nova_xhv.translate import child_environ
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import nbd_protocol as nbd
 from nova_xhv.translate import remote
 
-BLOCK = 1024 * 1024
+BLOCK = remote.INSPECTED_BLOCK  # inspected blocks are checked whole
 WINDOW = 64 * BLOCK  # how far the stream may run ahead of the reads
 KEEP_BEHIND = 8  # blocks kept behind the furthest read (re-reads, tables)
 MAX_DIRECT = 16  # directly fetched blocks kept (headers, tables)
@@ -56,10 +59,12 @@ class SourceError(Exception):
 class ReadAheadSource(object):
     """Byte ranges of a remote file, fetched ahead of sequential reads."""
 
-    def __init__(self, session, url, size):
+    def __init__(self, session, url, size, inspected=None):
         self._session = session
         self._url = url
         self.size = size
+        # {block index: sha256 hex} of what the inspection read.
+        self._inspected = dict(inspected or {})
         # Exported as a whole number of sectors, like qemu's own block layer
         # (qemu-nbd) shows a file: qemu's NBD client stalls on an unaligned
         # tail.  The bytes past the end read as zeros, as from a local file.
@@ -130,7 +135,14 @@ class ReadAheadSource(object):
                 return self._block_locked(index)
         # A lone read elsewhere (a header, a footer, a table): fetch it
         # alone and leave the stream where it is.
-        data = self._fetch(index * BLOCK, self._block_length(index))
+        try:
+            data = self._checked(index, self._fetch(
+                index * BLOCK, self._block_length(index)))
+        except SourceError as error:
+            with self._cond:
+                self._error = error  # every later read fails too
+                self._cond.notify_all()
+            raise
         with self._cond:
             self._direct[index] = data
             while len(self._direct) > MAX_DIRECT:
@@ -160,6 +172,17 @@ class ReadAheadSource(object):
         # pile up.
         while len(self._blocks) > 2 * WINDOW // BLOCK:
             self._blocks.popitem(last=False)
+
+    def _checked(self, index, data):
+        """``data`` of block ``index``, if it is what was inspected."""
+        expected = self._inspected.get(index)
+        if expected is not None and \
+                hashlib.sha256(data).hexdigest() != expected:
+            raise SourceError(
+                '%s changed after it was inspected: bytes %d-%d differ; '
+                'refusing to read it' % (self._url, index * BLOCK,
+                                         index * BLOCK + len(data) - 1))
+        return data
 
     def _block_length(self, index):
         return min(BLOCK, self.size - index * BLOCK)
@@ -220,6 +243,7 @@ class ReadAheadSource(object):
                 if len(data) != length:
                     raise SourceError('%s ended early at block %d' % (
                         self._url, index))
+                self._checked(index, data)
                 with self._cond:
                     self.bytes_fetched += length
                     if gen == self._stream_gen:
@@ -256,9 +280,10 @@ class NBDBridge(object):
     ``filename(qemu_format)`` is what qemu-img opens.
     """
 
-    def __init__(self, source, size, scratch_dir=None):
+    def __init__(self, source, size, scratch_dir=None, inspected=None):
         self._remote = source
         self._size = size
+        self._inspected = inspected or {}
         self._scratch_dir = scratch_dir
         self._folder = None
         self._proc = None
@@ -270,11 +295,7 @@ class NBDBridge(object):
         return os.path.join(self._folder, 'nbd.sock')
 
     def filename(self, qemu_format):
-        return 'json:' + json.dumps({
-            'driver': qemu_format,
-            'file': {'driver': 'nbd', 'export': 'xhv',
-                     'server': {'type': 'unix', 'path': self.socket_path}}},
-            sort_keys=True)
+        return block_spec.nbd_unix(self.socket_path, 'xhv', qemu_format)
 
     def __enter__(self):
         self._folder = tempfile.mkdtemp(prefix='xhv-nbd-',
@@ -285,13 +306,14 @@ class NBDBridge(object):
             # The child imports this very copy of XHV, wherever it is.
             root = os.path.dirname(os.path.dirname(os.path.dirname(
                 os.path.abspath(__file__))))
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-                p for p in (root, os.environ.get('PYTHONPATH')) if p))
+            env = child_environ.for_python({'PYTHONPATH': os.pathsep.join(
+                p for p in (root, os.environ.get('PYTHONPATH')) if p)})
             self._proc = subprocess.Popen(
                 [sys.executable, '-c', _CHILD, self.socket_path], env=env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=self._stderr, start_new_session=True)
             config = {'url': self._remote.url, 'size': self._size,
+                      'inspected': self._inspected,
                       'username': self._remote.username,
                       'password': self._remote.password,
                       'ca_file': self._remote.ca_file,
@@ -449,9 +471,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     config = json.loads(sys.stdin.readline())
     size = int(config.pop('size'))
+    inspected = {int(index): digest for index, digest in
+                 (config.pop('inspected', None) or {}).items()}
     # The same TLS and credential handling as the inspection.
     session = remote.RemoteSource(**config).session()
-    source = ReadAheadSource(session, config['url'], size)
+    source = ReadAheadSource(session, config['url'], size, inspected)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(argv[0])
     listener.listen(4)

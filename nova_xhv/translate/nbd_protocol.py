@@ -30,6 +30,23 @@ CMD_DISC = 2
 CMD_FLUSH = 3
 
 
+# Structured replies and block status (what nbd_reader reads a source with).
+OPT_STRUCTURED_REPLY = 8
+OPT_SET_META_CONTEXT = 10
+REP_META_CONTEXT = 4
+CMD_BLOCK_STATUS = 7
+STRUCTURED_REPLY_MAGIC = 0x668e33ef
+REPLY_FLAG_DONE = 1
+REPLY_TYPE_NONE = 0
+REPLY_TYPE_OFFSET_DATA = 1
+REPLY_TYPE_OFFSET_HOLE = 2
+REPLY_TYPE_BLOCK_STATUS = 5
+REPLY_TYPE_ERROR_BIT = 1 << 15
+STATE_HOLE = 1
+STATE_ZERO = 2
+META_BASE_ALLOCATION = b'base:allocation'
+
+
 def send_parts(sock, parts):
     """Send buffers back to back: one scatter-gather call, no joining."""
     parts = list(parts)

@@ -73,6 +73,31 @@ translate_opts = [
                      'apply the same safety inspection first. Conversions '
                      'with convert_rate_limit set or '
                      'convert_sparse_size_kib = 0 always use qemu-img.'),
+    cfg.BoolOpt('vmdk_stream_writer',
+                default=True,
+                help='Write streamOptimized vmdk disks (what vSphere '
+                     'imports: spawns from non-vmdk images, moves to '
+                     'vSphere, volume uploads in vmdk) with XHV\'s own '
+                     'writer: it reads only the allocated data of the '
+                     'source (served read-only by qemu-nbd with its '
+                     'inspected format), drops zero grains, deflates on '
+                     'vmdk_compress_workers threads with zlib-ng and stores '
+                     'grains that do not compress, in one sequential pass; '
+                     'about 10x faster than qemu-img, which deflates on one '
+                     'core. Conversions with convert_rate_limit set always '
+                     'use qemu-img.'),
+    cfg.IntOpt('vmdk_compress_level',
+               default=1, min=0, max=9,
+               help='Deflate level of the vmdk stream writer. 1 is the '
+                    'fastest; higher levels shrink text-like data by a few '
+                    'percent more for several times the CPU. 0 stores '
+                    'every grain uncompressed (valid, and as large as the '
+                    'data).'),
+    cfg.IntOpt('vmdk_compress_workers',
+               default=0, min=0, max=64,
+               help='Threads the vmdk stream writer deflates on; 0 is one '
+                    'per CPU core the process may use. Memory grows with '
+                    'it by about 2 MiB per thread, never with disk size.'),
     cfg.BoolOpt('convert_direct_io',
                 default=True,
                 help='Write converted qcow2, raw and vhdx disks with '
@@ -114,6 +139,9 @@ def convert_options_from_conf(group):
         rate_limit=group.convert_rate_limit,
         sparse_size=group.convert_sparse_size_kib * 1024,
         vmdk_stream_decoder=group.vmdk_stream_decoder,
+        vmdk_stream_writer=group.vmdk_stream_writer,
+        vmdk_compress_level=group.vmdk_compress_level,
+        vmdk_compress_workers=group.vmdk_compress_workers,
         direct_io=group.convert_direct_io,
         verify=group.verify_conversions,
         scratch_dir=group.conversion_scratch_dir)

@@ -23,6 +23,8 @@ import time
 from oslo_concurrency import processutils
 from oslo_log import log as logging
 
+from nova_xhv.translate import block_spec
+from nova_xhv.translate import child_environ
 from nova_xhv.translate import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -39,7 +41,11 @@ ConvertRun = collections.namedtuple('ConvertRun',
 
 
 def _execute(*cmd, **kwargs):
-    """Seam: every short qemu-img call goes through here."""
+    """Seam: every short qemu-img call goes through here.
+
+    With the scrubbed environment of child_environ, never the caller's.
+    """
+    kwargs.setdefault('env_variables', child_environ.for_qemu())
     return processutils.execute(*cmd, **kwargs)
 
 
@@ -134,6 +140,57 @@ def info(path, qemu_format, limits, timeout, objects=(), force_share=False):
     return json.loads(out)
 
 
+# qemu-img check's exit codes: 2 corruptions, 3 only leaked clusters
+# (harmless for a reader), 63 the format has no check.
+_CHECK_CORRUPT = 2
+_CHECK_LEAKS = 3
+_CHECK_UNSUPPORTED = 63
+
+
+def check(path, qemu_format, limits, timeout):
+    """Problems ``qemu-img check`` finds in a source, as one-line reasons.
+
+    An empty list when the image is consistent (leaked clusters are) or the
+    format has no check (raw, vpc).  Only metadata is read.
+    """
+    # util-linux prlimit (an exec) rather than processutils' Python
+    # wrapper: the check runs before every conversion.
+    cmd = prlimit_argv(limits) + [QEMU_IMG, 'check', '-f', qemu_format,
+                                  '--output=json', path]
+    try:
+        out, err = _execute(*cmd, timeout=timeout,
+                            check_exit_code=[0, 1, _CHECK_CORRUPT,
+                                             _CHECK_LEAKS,
+                                             _CHECK_UNSUPPORTED])
+    except processutils.ProcessExecutionError as exc:
+        return ['qemu-img check could not read it%s: %s' % (
+            _limit_hint(exc.exit_code, limits),
+            _last_line(exc.stderr, path) or 'exit code %s' % exc.exit_code)]
+    try:
+        data = json.loads(out) if out.strip() else {}
+    except ValueError:
+        data = {}
+    problems = []
+    if data.get('corruptions'):
+        problems.append('qemu-img check found %d corruption(s), e.g. tables '
+                        'pointing past the end of the file' %
+                        data['corruptions'])
+    if data.get('check-errors'):
+        problems.append('qemu-img check could not read %d part(s) of the '
+                        'metadata' % data['check-errors'])
+    if not problems and not data and err.strip() and \
+            'does not support checks' not in err:
+        problems.append('qemu-img check failed: %s' % _last_line(err, path))
+    return problems
+
+
+def _last_line(text, path):
+    """qemu's last line of ``text``, naming ``path`` as display() does."""
+    text = (text or '').replace("'%s'" % path, block_spec.display(path))
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else ''
+
+
 def create(path, qemu_format, virtual_size, limits, timeout,
            create_options=()):
     """``qemu-img create`` an empty image (the stream decoder's output)."""
@@ -187,13 +244,8 @@ def compare(path_a, format_a, path_b, format_b, limits, timeout,
 
 
 def _display(path):
-    """A source name for messages: a json: filename shows only its URL."""
-    if path.startswith('json:'):
-        try:
-            return json.loads(path[5:])['file']['url']
-        except (ValueError, KeyError, TypeError):
-            return 'remote source'
-    return path
+    """A source name for messages: a spec shows the file it opens."""
+    return block_spec.display(path)
 
 
 def convert_argv(src, src_format, dst, dst_format, create_options=(),
@@ -284,6 +336,8 @@ def run_convert(argv, limits, timeout, progress=None, cancel_event=None,
     """
     started = time.monotonic()
     deadline = started + timeout
+    if env is None:
+        env = child_environ.for_qemu()
     proc = _popen(prlimit_argv(limits) + list(argv),
                   stdin=subprocess.DEVNULL if input_data is None
                   else subprocess.PIPE,

@@ -18,10 +18,16 @@ What is checked for a remote source, before qemu-img opens it:
 * a VMware text descriptor (monolithicFlat) is refused: its extent would
   be another URL; download the pair into a staging folder instead.
 
-Not checked: that the server serves the same bytes again when qemu-img
-reads them.  Use remote sources only from endpoints you trust to be
-consistent (XHV's own authenticated migration exchange), or add
-``verify`` to compare the result against the source afterwards.
+The bytes inspected are read again, not copied: a source that changes
+after inspection is caught where it matters.  The inspected ranges are
+fetched in whole 1 MiB blocks and fingerprinted (SHA-256); every reader
+of the source (the NBD bridge qemu-img reads through, the stream decoder)
+checks each of those blocks again as it reads it and fails the read on a
+difference, and every Range answer must name the inspected length.  Every
+field that can make qemu open another file (qcow2 header and extensions,
+vmdk header, descriptor and footer, VHD/VHDX headers and metadata) lies in
+those blocks; and qemu opens the source with backing files disabled
+(block_spec), so bytes that change elsewhere can only corrupt guest data.
 
 qemu-img then reads the source through a local read-ahead NBD bridge
 (``nbd_bridge.py``): the URL, credentials and CA stay in XHV's processes,
@@ -29,6 +35,7 @@ never in qemu-img's argv, and TLS is verified here, by ``ssl_context``.
 """
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import ssl
@@ -249,12 +256,37 @@ def remote_size(session, url):
     return int(total)
 
 
+# The unit in which inspected bytes are fingerprinted; the NBD bridge
+# serves the source in blocks of the same size (nbd_bridge.BLOCK).
+INSPECTED_BLOCK = 1024 * 1024
+
+
+def _aligned(start, length, size):
+    """Whole INSPECTED_BLOCKs covering ``start``..``start + length``."""
+    first = start // INSPECTED_BLOCK * INSPECTED_BLOCK
+    end = min(size, -(-(start + length) // INSPECTED_BLOCK) *
+              INSPECTED_BLOCK)
+    return first, end - first
+
+
 def _write_header_copy(session, source, f, size):
+    """Fetch the inspected ranges; return (head, {block: sha256 hex}).
+
+    Ranges are widened to whole blocks so the bridge can check every block
+    it serves against what was inspected.
+    """
+    digests = {}
+
     def copy_range(start, length):
-        length = min(length, size - start)
-        if length > 0:
-            f.seek(start)
-            f.write(_fetch(session, source.url, start, length))
+        start, length = _aligned(start, length, size)
+        if length <= 0:
+            return
+        data = _fetch(session, source.url, start, length)
+        f.seek(start)
+        f.write(data)
+        for offset in range(0, length, INSPECTED_BLOCK):
+            digests[(start + offset) // INSPECTED_BLOCK] = hashlib.sha256(
+                data[offset:offset + INSPECTED_BLOCK]).hexdigest()
 
     f.truncate(size)
     copy_range(0, HEAD_BYTES)
@@ -268,7 +300,7 @@ def _write_header_copy(session, source, f, size):
         if offset is not None and HEAD_BYTES <= offset < size:
             copy_range(offset, VHDX_METADATA_BYTES)
     f.flush()
-    return head
+    return head, digests
 
 
 def inspect_remote(source, claimed_format=None, max_virtual_size=None,
@@ -294,7 +326,7 @@ def inspect_remote(source, claimed_format=None, max_virtual_size=None,
             copy = os.path.join(folder, 'header-copy')
             fd = os.open(copy, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, 'r+b') as f:
-                head = _write_header_copy(session, source, f, size)
+                head, digests = _write_header_copy(session, source, f, size)
             if claimed in (None, formats.VMDK) and \
                     vmdk_descriptor.looks_like_descriptor(head):
                 raise exceptions.UnsupportedFormat(
@@ -309,6 +341,9 @@ def inspect_remote(source, claimed_format=None, max_virtual_size=None,
     info.data_path = None
     info.remote = source
     info.actual_size = size
+    # What the readers check again: every block inspected must come back
+    # identical (nbd_bridge, stream_child), or the read fails.
+    info.inspected_blocks = digests
     if raise_on_unsafe:
         findings.raise_for(source.url)
     return info

@@ -5,6 +5,7 @@ the source into it and exits 0, or non-zero with one line on stderr.
 Imports only what it uses: it starts once per conversion.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 
+from nova_xhv.translate import child_environ
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import nbd_client
 from nova_xhv.translate import remote
@@ -55,15 +57,61 @@ def _open_source(config, folder):
     settings = dict(config['remote'])
     direct = settings.pop('direct', None)
     source = remote.RemoteSource(**settings)
+    inspected = {int(index): digest for index, digest in
+                 (config.get('inspected') or {}).items()}
+    opened = None
     if direct:
         try:
-            return _open_stream(_direct_source(direct, folder), size)
+            opened = _open_stream(_direct_source(direct, folder), size)
         except exceptions.TranslationError as error:
             sys.stderr.write('the direct read of %s failed, reading through '
                              '%s instead: %s\n' % (direct['url'],
                                                    source.url, error))
             sys.stderr.flush()
-    return _open_stream(source, size)
+    read, close, size = opened or _open_stream(source, size)
+    return (_InspectedCheck(read, inspected, size, source.url).read, close,
+            size)
+
+
+class _InspectedCheck(object):
+    """Reads through ``read``, checking every inspected block on the way.
+
+    A remote source must serve again exactly what was inspected
+    (remote.INSPECTED_BLOCK blocks, SHA-256); a difference fails the read.
+    """
+
+    def __init__(self, read, inspected, size, name):
+        self._read = read
+        self._inspected = inspected
+        self._size = size
+        self._name = name
+        self._pos = 0
+        self._index = None
+        self._hash = None
+
+    def read(self, length):
+        data = self._read(length)
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            pos = self._pos + done
+            index = pos // remote.INSPECTED_BLOCK
+            block_end = min((index + 1) * remote.INSPECTED_BLOCK, self._size)
+            take = min(len(data) - done, block_end - pos)
+            if index in self._inspected:
+                if self._index != index:
+                    self._index, self._hash = index, hashlib.sha256()
+                self._hash.update(view[done:done + take])
+                if pos + take == block_end and \
+                        self._hash.hexdigest() != self._inspected[index]:
+                    raise exceptions.TranslationError(
+                        '%s changed after it was inspected: bytes %d-%d '
+                        'differ; refusing to read it' % (
+                            self._name, index * remote.INSPECTED_BLOCK,
+                            block_end - 1))
+            done += take
+        self._pos += len(data)
+        return data
 
 
 def _direct_source(direct, folder):
@@ -115,7 +163,8 @@ def _start_qemu_nbd(config, folder):
     # Its messages go to a file: a pipe nobody reads could fill and stall it.
     with open(os.path.join(folder, 'qemu-nbd.log'), 'wb') as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=log)
+                                stdout=subprocess.DEVNULL, stderr=log,
+                                env=child_environ.for_qemu())
     deadline = time.monotonic() + _STARTUP_TIMEOUT
     while True:
         if proc.poll() is not None:
@@ -127,6 +176,14 @@ def _start_qemu_nbd(config, folder):
                 return proc, nbd_client.NBDWriter.connect_unix(sock_path)
             except (ConnectionRefusedError, FileNotFoundError):
                 pass
+            except (ConnectionResetError, BrokenPipeError,
+                    nbd_client.NBDError):
+                # It listened, then went away (e.g. it could not open the
+                # output): its exit status, checked above, says why.
+                try:
+                    proc.wait(1)
+                except subprocess.TimeoutExpired:
+                    pass
         if time.monotonic() > deadline:
             proc.kill()
             raise exceptions.ConversionFailed(

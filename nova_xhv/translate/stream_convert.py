@@ -26,6 +26,7 @@ import json
 import os
 import sys
 
+from nova_xhv.translate import child_environ
 from nova_xhv.translate import formats
 from nova_xhv.translate import qemu_img
 
@@ -61,16 +62,16 @@ _MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(32 * 1024 * 1024),
 
 
 def child_env():
-    """The child's environment (qemu-nbd inherits it).
+    """The child's environment (qemu-nbd gets its qemu part).
 
     The child imports this very copy of XHV, wherever it is.
     """
     root = os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (root, os.environ.get('PYTHONPATH')) if p))
-    env.update(_MALLOC_ENV)
-    return env
+    extra = {'PYTHONPATH': os.pathsep.join(
+        p for p in (root, os.environ.get('PYTHONPATH')) if p)}
+    extra.update(_MALLOC_ENV)
+    return child_environ.for_python(extra)
 
 
 def child_input(src_info, output, to_format, limits, scratch_dir=None,
@@ -91,6 +92,7 @@ def child_input(src_info, output, to_format, limits, scratch_dir=None,
         config['path'] = src_info.data_path
     else:
         config['size'] = src_info.actual_size  # a local file has its own
+        config['inspected'] = src_info.inspected_blocks
         config['remote'] = {'url': source.url, 'username': source.username,
                             'password': source.password,
                             'ca_file': source.ca_file,

@@ -302,8 +302,13 @@ class VMwareBackend(base.Backend):
         try:
             image = os.path.join(workdir, 'image')
             glance.API().download(context, image_meta.id, dest_path=image)
-            disk, size = self._to_stream_optimized(
-                image, image_meta.disk_format, workdir)
+            try:
+                disk, size = self._to_stream_optimized(
+                    image, image_meta.disk_format, workdir)
+            except translate.TranslationError as error:
+                # A refused or unconvertible image: one line in the fault.
+                raise exception.ImageUnacceptable(image_id=image_meta.id,
+                                                  reason=str(error))
             adapter = vmops.adapter_type(image_meta,
                                          self._conf['default_adapter_type'])
             self._import(instance, instance.uuid, vmops.INSTANCE_MARKER,

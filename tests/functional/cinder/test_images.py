@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import pathlib
 import subprocess
 
 import fixtures
@@ -11,6 +12,9 @@ from cinder.api.v3 import messages as messages_api
 from cinder.db import api as db
 
 from tests.functional.cinder import base
+from tests.functional.translate import helpers as translate_helpers
+from tests.functional.translate import test_hostile
+from tests.functional.translate import test_hostile_gate
 
 FORMATS = ('raw', 'qcow2', 'vmdk', 'vhd', 'vhdx')
 QEMU_NAME = {'raw': 'raw', 'qcow2': 'qcow2', 'vmdk': 'vmdk', 'vhd': 'vpc',
@@ -136,15 +140,32 @@ class ImageTest(base.XHVCinderTestCase):
         subprocess.run(['qemu-img', 'create', '-f', 'qcow2', too_big, '4G'],
                        check=True, capture_output=True)
         self.unsigned = qcow2
+        # Hints hidden where the old gate did not look, pointing at a host
+        # vmdk holding a canary (issue 16).
+        hostile = pathlib.Path(self.root) / 'hostile'
+        hostile.mkdir(exist_ok=True)
+        case = test_hostile.Case(hostile)
+        hidden = [('vmdk hint hidden (%s, %s)' % (placement, subformat),
+                   test_hostile_gate.hinted_vmdk(case, placement, subformat),
+                   'vmdk', 'names a parent disk')
+                  for placement, subformat in (
+                      ('comment', 'streamOptimized'),
+                      ('past_descriptor_size', 'monolithicSparse'),
+                      ('inside_another_value', 'streamOptimized'))]
+        footer = test_hostile_gate._stream_with_footer(
+            case, footer_capacity=64 * base.GiB)
         # (label, image, claimed format, words of the refusal)
-        return [('qcow2 with a backing file', qcow2_backed, 'qcow2',
-                 'backing file'),
-                ('qcow2 labelled raw', qcow2, 'raw',
-                 'not the claimed raw'),
-                ('vmdk descriptor naming /etc/shadow', flat_descriptor,
-                 'vmdk', '/etc/shadow'),
-                ('virtual size above the volume size', too_big, 'qcow2',
-                 'virtual size')]
+        return hidden + [
+            ('stream footer capacity above the header\'s', footer,
+             'vmdk', 'footer disagrees with the header'),
+            ('qcow2 with a backing file', qcow2_backed, 'qcow2',
+             'backing file'),
+            ('qcow2 labelled raw', qcow2, 'raw',
+             'not the claimed raw'),
+            ('vmdk descriptor naming /etc/shadow', flat_descriptor,
+             'vmdk', '/etc/shadow'),
+            ('virtual size above the volume size', too_big, 'qcow2',
+             'virtual size')]
 
     def _add_half_signed(self):
         # Signature metadata without its certificate: Cinder's verifier
@@ -158,6 +179,14 @@ class ImageTest(base.XHVCinderTestCase):
         export = self.shares.exports[share]
         return sorted(os.listdir(export))
 
+    def _assert_no_canary(self, backend, label):
+        export = self.shares.exports[base.BACKENDS[backend]['share']]
+        staging = os.path.join(self.root, 'convert')
+        for path in translate_helpers.files_under(export) + \
+                translate_helpers.files_under(staging):
+            self.assertFalse(translate_helpers.contains_canary(path),
+                             '%s: %s' % (label, path))
+
     def test_hostile_images_refused(self):
         before = self._share_files('nfsqcow2')
         for label, image, claimed, reason in self._hostile_images():
@@ -168,6 +197,7 @@ class ImageTest(base.XHVCinderTestCase):
             self.assertIn(reason, self.logs.output, label)
             # Refused before the volume existed: nothing on the share.
             self.assertEqual(before, self._share_files('nfsqcow2'), label)
+            self._assert_no_canary('nfsqcow2', label)
         vol = self.create_volume('nfsqcow2', image_id=self._add_half_signed())
         self.wait_volume(vol.id, status='error')
         self.wait_logged('Signature metadata is incomplete')
@@ -197,6 +227,7 @@ class ImageTest(base.XHVCinderTestCase):
             self.wait_volume(vol.id, status='error')
             self.wait_logged('Image %s refused' % image_id)
             self.assertEqual(digest, sha256(path), label)
+            self._assert_no_canary('nfsraw', label)
             db.volume_update(self.admin, vol.id, {'status': 'available'})
         # A good image is written through the same path.
         good_raw, good, _ext = base.make_guest_image(self.root, 'vhdx',

@@ -8,6 +8,7 @@ the migration is in error, and the destination kept nothing.
 """
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -26,6 +27,24 @@ from tests.fixtures import http_range
 from tests.fixtures import vcsim as vcsim_fixture
 from tests.functional.migration import base
 from tests.functional import nova_base
+from tests.functional.translate import helpers as translate_helpers
+
+
+class _HintedReader(object):
+    """A disk reader serving its vmdk with a parent hint slipped in."""
+
+    def __init__(self, reader, parent, cid):
+        self.size = reader.size
+        data = bytearray(b''.join(reader.iter_range(0, reader.size - 1)))
+        text = bytes(data[512:512 + 10240]).split(b'\0', 1)[0]
+        hinted = b'# parentCID=%s\n# parentFileNameHint="%s"\n' % (
+            cid, parent) + text
+        data[512:512 + len(hinted)] = hinted
+        self._data = bytes(data)
+
+    def iter_range(self, start, end, chunk=1024 * 1024):
+        for offset in range(start, end + 1, chunk):
+            yield self._data[offset:min(offset + chunk, end + 1)]
 
 
 class FaultTestCase(base.CrossHypervisorTestCase):
@@ -174,6 +193,64 @@ class FaultTestCase(base.CrossHypervisorTestCase):
         self.assertEqual(1, len(seen))
         self.assertIsInstance(seen[0], translate.TranslationError)
         self.assert_back_on_vmware(server, checksum)
+
+    def test_source_serving_a_changed_disk_is_refused(self):
+        # A compromised source compute answers the inspection with the real
+        # disk, then serves the conversion the same disk with a parent hint
+        # naming a file on the destination (issue 16).
+        server, checksum = self.boot_vmware_server()
+        self.stub_out(
+            'nova_xhv.backends.vmware.datastore.DatastoreReader.direct_read',
+            lambda reader: None)
+        host = tempfile.mkdtemp(prefix='xhv-host-')
+        self.addCleanup(shutil.rmtree, host, ignore_errors=True)
+        canary = translate_helpers.write_canary(
+            os.path.join(host, 'secret.bin'), 4 * 1024 * 1024)
+        parent = os.path.join(host, 'parent.vmdk')
+        translate_helpers.qemu('convert', '-f', 'raw', '-O', 'vmdk', canary,
+                               parent)
+        with open(parent, 'rb') as f:
+            f.seek(512)
+            cid = re.search(rb'\nCID=(\w+)', f.read(10240)).group(1)
+        inspected = threading.Event()
+        real_inspect = remote.inspect_remote
+        real_lookup = exchange._Handler._disk_reader
+
+        def inspect_then_change(*args, **kwargs):
+            info = real_inspect(*args, **kwargs)
+            inspected.set()
+            return info
+
+        def changing_reader(handler, disk_id):
+            reader = real_lookup(handler, disk_id)
+            if reader is None or not inspected.is_set():
+                return reader
+            return _HintedReader(reader, parent.encode(), cid)
+
+        seen = []
+        real_convert = translate.convert
+
+        def recording_convert(*args, **kwargs):
+            try:
+                return real_convert(*args, **kwargs)
+            except Exception as error:
+                seen.append(error)
+                raise
+
+        self.stub_out('nova_xhv.translate.remote.inspect_remote',
+                      inspect_then_change)
+        self.stub_out('nova_xhv.migration.exchange._Handler._disk_reader',
+                      changing_reader)
+        self.stub_out('nova_xhv.translate.convert', recording_convert)
+        server = self.migrate_expecting_rollback(server, base.KVM)
+        self.assertEqual(1, len(seen))
+        self.assertIn('changed after it was inspected', str(seen[0]))
+        self.assert_back_on_vmware(server, checksum)
+        for root in (self.state_dir, os.path.dirname(
+                self.instance_dir(server))):
+            for path in translate_helpers.files_under(root):
+                self.assertFalse(translate_helpers.contains_canary(path),
+                                 path)
 
     def test_fault_in_translation(self):
         server, checksum = self.boot_vmware_server()

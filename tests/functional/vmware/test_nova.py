@@ -9,6 +9,7 @@ disk on the datastore carries the image's guest data.
 import os
 import shutil
 import ssl
+import struct
 import tempfile
 
 from pyVim import connect
@@ -16,6 +17,7 @@ from pyVmomi import vim
 from pyVmomi import vmodl
 
 from nova_xhv import translate
+from nova_xhv.translate import vmdk_writer
 from tests.fixtures import disks
 from tests.fixtures.vcsim import VcsimServer
 from tests.functional import nova_base
@@ -187,6 +189,13 @@ class TestVMwareLifecycle(VMwareFunctionalTestCase):
         info = translate.inspect_image(disk_file, claimed_format='vmdk')
         self.assertEqual('streamOptimized', info.subformat)
         self.assertTrue(translate.compare(disk_file, 'vmdk', raw, 'raw'))
+        # XHV's own stream writer wrote what vSphere imported: its header
+        # leaves the grain directory to the footer (qemu-img's does not).
+        with open(disk_file, 'rb') as f:
+            header = f.read(512)
+        self.assertEqual(b'KDMV', header[:4])
+        self.assertEqual(vmdk_writer.GD_AT_END,
+                         struct.unpack_from('<Q', header, 56)[0])
         # No image property: the default adapter (LSI Logic).
         self.assertEqual(['VirtualLsiLogicController'], [
             type(d).__name__.rsplit('.', 1)[-1]

@@ -50,4 +50,5 @@ def test_password_not_in_repr_or_bridge_filename():
     opts = json.loads(name[len('json:'):])
     assert opts == {'driver': 'qcow2', 'file': {
         'driver': 'nbd', 'export': 'xhv',
-        'server': {'type': 'unix', 'path': '/run/xhv-nbd-test/nbd.sock'}}}
+        'server': {'type': 'unix', 'path': '/run/xhv-nbd-test/nbd.sock'}},
+        'backing': None}

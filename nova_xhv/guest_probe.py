@@ -60,8 +60,10 @@ class ProbeError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class CpuConfig:
-    """Nova's ``[libvirt]`` virt_type, cpu_mode, cpu_models and
-    cpu_model_extra_flags.  ``cpu_mode`` None is Nova's default."""
+    """Nova's [libvirt] virt_type, cpu_mode, cpu_models, extra flags.
+
+    ``cpu_mode`` None is Nova's default (host-model on x86).
+    """
 
     virt_type: str
     cpu_mode: str = None
@@ -145,8 +147,10 @@ def boot_sector(marker=BOOT_MARKER):
 
 
 def disk_identity(path):
-    """What a cached answer for ``path`` depends on: its content for small
-    disks, else its path, size and modification time."""
+    """What a cached answer for ``path`` depends on.
+
+    The content of a small disk; else its path, size and modification time.
+    """
     st = os.stat(path)
     if st.st_size <= 1024 * 1024:
         with open(path, 'rb') as f:
@@ -155,9 +159,11 @@ def disk_identity(path):
 
 
 def cpu_xml(config, arch=None):
-    """The ``<cpu>`` element Nova's libvirt driver writes for ``config``
-    (x86/aarch64 defaults of ``_get_guest_cpu_model_config``), with the
-    one-vCPU topology Nova adds."""
+    """The ``<cpu>`` element Nova's libvirt driver writes for ``config``.
+
+    As ``_get_guest_cpu_model_config`` does (x86 and aarch64 defaults), with
+    the one-vCPU topology Nova adds.
+    """
     arch = arch or os.uname().machine
     mode = config.cpu_mode
     if mode is None:
@@ -265,8 +271,10 @@ def _libvirt():
 
 def try_config(config, disk, marker=BOOT_MARKER, disk_format='raw',
                uri=DEFAULT_URI, timeout=DEFAULT_TIMEOUT, memory_mib=128):
-    """Start ``disk`` with ``config``; None if ``marker`` reached the serial
-    console before ``timeout``, else the first line of the error.
+    """Start ``disk`` with ``config``: None if it printed ``marker``.
+
+    Else the first line of the error: libvirt's, QEMU's, or no marker on
+    the serial console within ``timeout``.
 
     The domain is transient and auto-destroyed with the connection: it is
     gone when this returns, whatever happened, and if this process dies.

@@ -508,15 +508,20 @@ def _read_cache(path):
 
 # -- command line ----------------------------------------------------------
 
-def shell_lines(config):
-    """``NAME=value`` lines (shell-quoted) of the environment override."""
-    values = {
+def environment(config):
+    """The XHV_LIBVIRT_* variables that force ``config`` (see choose)."""
+    return {
         ENV_VIRT_TYPE: config.virt_type,
         ENV_CPU_MODE: config.cpu_mode or '',
         ENV_CPU_MODELS: ','.join(config.cpu_models),
         ENV_EXTRA_FLAGS: ','.join(config.cpu_model_extra_flags),
     }
-    return ['%s=%s' % (k, shlex.quote(v)) for k, v in values.items()]
+
+
+def shell_lines(config):
+    """``NAME=value`` lines (shell-quoted) of the environment override."""
+    return ['%s=%s' % (k, shlex.quote(v))
+            for k, v in environment(config).items()]
 
 
 def main(argv=None):

@@ -439,7 +439,12 @@ def probe(candidates=CANDIDATES, disk=None, marker=BOOT_MARKER,
 
 
 @contextlib.contextmanager
-def marker_disk(disk, marker):
+def marker_disk(disk=None, marker=BOOT_MARKER):
+    """``disk``, or a temporary disk that prints ``marker`` and halts.
+
+    The temporary disk is 1 MiB, sparse, with the boot sector in front;
+    it is removed on exit.
+    """
     if disk is not None:
         yield disk
         return

@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import warnings
 
 from oslo_config import cfg
 from oslo_upgradecheck import upgradecheck
@@ -530,6 +531,8 @@ def register(conf):
 
 
 def main(argv=None):
+    # Nova's modules warn about eventlet on import: not the operator's news.
+    warnings.simplefilter('ignore', DeprecationWarning)
     conf = cfg.ConfigOpts()
     register(conf)
     conf.register_cli_opt(cfg.BoolOpt(

@@ -517,17 +517,22 @@ class Checks(upgradecheck.UpgradeCommands):
 
 
 def register(conf):
-    """Nova's [libvirt] and paths options and XHV's on ``conf``."""
+    """Nova's [libvirt] and paths options and XHV's on ``conf``.
+
+    By group name: option groups registered by object keep their values
+    in the shared object, which would leak overrides between ConfigOpts.
+    """
     from nova.conf import libvirt as nova_libvirt
     from nova.conf import netconf
     from nova.conf import paths
 
     from nova_xhv.conf import opts
 
-    nova_libvirt.register_opts(conf)
     paths.register_opts(conf)
     netconf.register_opts(conf)
-    opts.register_all(conf)
+    groups = list(nova_libvirt.list_opts().items()) + opts.list_opts()
+    for group, options in groups:
+        conf.register_opts(options, group=group.name)
 
 
 def main(argv=None):

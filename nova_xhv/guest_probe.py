@@ -278,7 +278,9 @@ def try_config(config, disk, marker=BOOT_MARKER, disk_format='raw',
 
     The domain is transient and auto-destroyed with the connection: it is
     gone when this returns, whatever happened, and if this process dies.
-    The disk is never written: the guest runs on a qcow2 overlay.
+    The disk is never written: the guest runs on a qcow2 overlay.  Like
+    any disk of a libvirt guest, libvirt's qemu user must be able to
+    reach it (every parent folder searchable).
     """
     libvirt = _libvirt()
     if isinstance(marker, str):

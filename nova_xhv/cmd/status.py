@@ -537,7 +537,7 @@ def register(conf):
 
 def main(argv=None):
     # Nova's modules warn about eventlet on import: not the operator's news.
-    warnings.simplefilter('ignore', DeprecationWarning)
+    warnings.simplefilter('ignore')
     conf = cfg.ConfigOpts()
     register(conf)
     conf.register_cli_opt(cfg.BoolOpt(

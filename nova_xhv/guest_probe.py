@@ -81,12 +81,12 @@ class CpuConfig:
         return ' '.join(parts)
 
     def nova_options(self):
-        """{option: value} for nova.conf's [libvirt]; None: leave unset."""
+        """{option: value} for nova.conf's [libvirt] (None, []: unset)."""
         return {
             'virt_type': self.virt_type,
             'cpu_mode': self.cpu_mode,
-            'cpu_models': list(self.cpu_models) or None,
-            'cpu_model_extra_flags': list(self.cpu_model_extra_flags) or None,
+            'cpu_models': list(self.cpu_models),
+            'cpu_model_extra_flags': list(self.cpu_model_extra_flags),
         }
 
     def to_dict(self):
@@ -476,7 +476,7 @@ def choose(disk=None, marker=BOOT_MARKER, disk_format='raw',
     """
     forced = from_environment(environ)
     if forced is not None:
-        return Choice(forced, 'set by the environment (%s)' % ', '.join(
+        return Choice(forced, 'from the environment: %s' % ', '.join(
             n for n in ENV_NAMES
             if (os.environ if environ is None else environ).get(n)),
             'environment')

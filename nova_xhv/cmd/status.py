@@ -13,6 +13,7 @@ import errno
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -161,43 +162,46 @@ def _check_vmware(conf):
             ca_file=vmw.ca_file, insecure=vmw.insecure, retries=0,
             api_timeout=min(vmw.api_timeout, 30))
         session.connect()
-    except errors.VSphereConfigError as error:
-        return failure(_vmware_message(error), None)
-    except errors.VSphereConnectionError as error:
-        return failure(_vmware_message(error), None)
+    except (errors.VSphereConfigError,
+            errors.VSphereConnectionError) as error:
+        return failure(_vmware_message(error))
     try:
         try:
             compute = inventory.discover(session, vmw.cluster_name,
                                          vmw.datacenter, vmw.vm_folder)
         except Exception as error:
-            return failure(_vmware_message(error, '[xhv_vmware] '))
-        found = inventory.resources(session, compute, vmw.datastore_regex)
+            return failure(_vmware_message(error))
+        try:
+            found = inventory.resources(session, compute,
+                                        vmw.datastore_regex)
+        except re.error as error:
+            return failure('[xhv_vmware] datastore_regex %r is not a valid '
+                           'regular expression: %s'
+                           % (vmw.datastore_regex, error),
+                           'fix [xhv_vmware] datastore_regex.')
         if not found['datastores']:
             return failure(
                 'no accessible datastore of %s matches [xhv_vmware] '
                 'datastore_regex %r.' % (compute.name, vmw.datastore_regex),
                 'set [xhv_vmware] datastore_regex to match a datastore of '
                 'the cluster.')
-        note = ''
+        found_text = ('vSphere %s: logged in as %s, %s %s found with %d '
+                      'host(s), datastores %s.' % (
+                          session.endpoint, vmw.username,
+                          'cluster' if compute.is_cluster else 'host',
+                          compute.name, len(found['hosts']),
+                          ', '.join(d['name']
+                                    for d in found['datastores'])))
         if vmw.insecure:
-            note = (' WARNING: [xhv_vmware] insecure = True, the vCenter '
-                    'certificate is not verified.')
-        result = success(
-            'vSphere %s: logged in as %s, %s %s found with %d host(s), '
-            'datastores %s.%s' % (
-                session.endpoint, vmw.username,
-                'cluster' if compute.is_cluster else 'host', compute.name,
-                len(found['hosts']),
-                ', '.join(d['name'] for d in found['datastores']), note))
-        if vmw.insecure:
-            result = warning(result.details.replace(' WARNING:', ''),
-                             'set [xhv_vmware] ca_file and insecure = False.')
-        return result
+            return warning(found_text + ' [xhv_vmware] insecure = True: the'
+                           ' vCenter certificate is not verified.',
+                           'set [xhv_vmware] ca_file and insecure = False.')
+        return success(found_text)
     finally:
         session.disconnect()
 
 
-def _vmware_message(error, prefix=''):
+def _vmware_message(error):
     text = _first_line(getattr(error, 'kwargs', {}).get('detail')
                        or error)
     # inventory names bare options ("set cluster_name ..."): name the group.
@@ -453,15 +457,14 @@ def check_exchange_tls(conf, now=None):
         return warning('[xhv] exchange_cert_file expires in %d day(s), on '
                        '%s.' % (days, not_after.date()),
                        'renew the certificate.')
-    note = ''
     if xhv.exchange_insecure:
         return warning('TLS certificate and key are valid until %s, but '
                        '[xhv] exchange_insecure = True: other computes\' '
                        'certificates are not verified.' % not_after.date(),
                        'set [xhv] exchange_ca_file and exchange_insecure ='
                        ' False.')
-    return success('TLS certificate and key valid until %s.%s'
-                   % (not_after.date(), note))
+    return success('TLS certificate and key valid until %s.'
+                   % not_after.date())
 
 
 # -- the command ------------------------------------------------------------

@@ -36,8 +36,12 @@ def test_a_failing_first_candidate_is_skipped(lacking_cpu):
             after = hashlib.sha256(f.read()).hexdigest()
     finally:
         shutil.rmtree(folder)
+    # The failing one, then each candidate in order up to the chosen one.
     assert choice.config in gp.CANDIDATES
-    assert choice.failures[0]['config'] == lacking_cpu.describe()
+    tried = [lacking_cpu] + list(
+        gp.CANDIDATES[:gp.CANDIDATES.index(choice.config)])
+    assert [f['config'] for f in choice.failures] == [
+        c.describe() for c in tried]
     assert choice.failures[0]['error']
     assert lacking_cpu.describe() + ' failed: ' in choice.line()
     # Throwaway: nothing left in libvirt, the caller's disk untouched.

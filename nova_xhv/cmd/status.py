@@ -123,7 +123,7 @@ def check_hypervisor(conf):
 def _check_libvirt(conf):
     uri = libvirt_uri(conf)
     try:
-        import libvirt
+        libvirt = _libvirt()
     except ImportError:
         return failure('the libvirt Python binding is missing.',
                        'pip install libvirt-python (Nova\'s libvirt driver '
@@ -140,6 +140,12 @@ def _check_libvirt(conf):
                        'start libvirtd, or set [libvirt] connection_uri.')
     return success('libvirt %s at %s answers (hypervisor version %s).'
                    % (_version(lib), uri, _version(qemu)))
+
+
+def _libvirt():
+    import libvirt
+
+    return libvirt
 
 
 def _version(number):

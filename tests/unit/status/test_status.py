@@ -65,27 +65,36 @@ def test_backend_without_its_client_library(conf):
 
 # -- hypervisor -----------------------------------------------------------
 
-def test_libvirt_not_answering(conf):
-    import libvirt
+class FakeLibvirtError(Exception):
+    pass
 
+
+def fake_libvirt(**open_read_only):
+    return mock.Mock(libvirtError=FakeLibvirtError,
+                     openReadOnly=mock.Mock(**open_read_only))
+
+
+def test_libvirt_not_answering(conf):
     conf.set_override('connection_uri', 'qemu+unix:///system?socket=/nope',
                       group='libvirt')
-    with mock.patch.object(libvirt, 'openReadOnly',
-                           side_effect=libvirt.libvirtError('no socket')):
+    fake = fake_libvirt(side_effect=FakeLibvirtError('no socket'))
+    with mock.patch.object(status, '_libvirt', return_value=fake):
         result = status.check_hypervisor(conf)
+    fake.openReadOnly.assert_called_once_with(
+        'qemu+unix:///system?socket=/nope')
     assert result.code == FAILURE
     assert 'no socket' in result.details
     assert '[libvirt] connection_uri' in result.details
 
 
 def test_libvirt_answers(conf):
-    import libvirt
-
     conn = mock.Mock()
     conn.getVersion.return_value = 7002022
     conn.getLibVersion.return_value = 9000000
-    with mock.patch.object(libvirt, 'openReadOnly', return_value=conn):
+    fake = fake_libvirt(return_value=conn)
+    with mock.patch.object(status, '_libvirt', return_value=fake):
         result = status.check_hypervisor(conf)
+    fake.openReadOnly.assert_called_once_with('qemu:///system')
     assert result.code == SUCCESS
     assert 'libvirt 9.0.0' in result.details and '7.2.22' in result.details
 

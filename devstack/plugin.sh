@@ -99,6 +99,80 @@ function configure_xhv_nova_file {
     esac
 }
 
+# [libvirt] virt_type / cpu_mode / cpu_models / cpu_model_extra_flags that
+# really start a guest on this host (xhv-guest-probe boots a tiny test disk
+# with Nova's default, then host-model and host-passthrough without
+# arch-capabilities, then TCG).  Only where the operator chose none: a
+# cpu_mode, cpu_models or extra flags already in nova-cpu.conf,
+# LIBVIRT_CPU_MODE, or a virt_type other than kvm are kept as they are.
+function configure_xhv_libvirt_cpu {
+    [[ "$XHV_BACKEND" == libvirt ]] || return 0
+    [[ "${XHV_PROBE_LIBVIRT_CPU,,}" == true ]] || return 0
+    local cpu_conf=${NOVA_CPU_CONF:-${NOVA_CONF:-/etc/nova/nova.conf}}
+    local set_by_operator="${LIBVIRT_CPU_MODE:-}" opt
+    # What an earlier stack.sh of this plugin wrote is ours to redo.
+    if ! grep -q '^devstack_previous_virt_type *=' "$cpu_conf"; then
+        for opt in cpu_mode cpu_models cpu_model_extra_flags; do
+            set_by_operator+=$(iniget "$cpu_conf" libvirt "$opt")
+        done
+    fi
+    local virt_type
+    virt_type=$(iniget "$cpu_conf" libvirt virt_type)
+    if [[ -n "$set_by_operator" || ( -n "$virt_type" && "$virt_type" != kvm ) ]]; then
+        echo "xhv: [libvirt] CPU settings chosen by the operator: not probed"
+        return 0
+    fi
+    local out
+    if ! out=$($XHV_GUEST_PROBE --output shell); then
+        echo "xhv: WARNING: $XHV_GUEST_PROBE found no [libvirt] setting" \
+             "that starts a guest here; [libvirt] left as it is"
+        return 0
+    fi
+    local XHV_LIBVIRT_VIRT_TYPE="" XHV_LIBVIRT_CPU_MODE=""
+    local XHV_LIBVIRT_CPU_MODELS="" XHV_LIBVIRT_CPU_MODEL_EXTRA_FLAGS=""
+    # Shell-quoted NAME=value lines of these four variables only.
+    eval "$out"
+    local conf
+    echo "xhv: [libvirt] virt_type=$XHV_LIBVIRT_VIRT_TYPE" \
+         "cpu_mode=${XHV_LIBVIRT_CPU_MODE:-default}" \
+         "cpu_model_extra_flags=$XHV_LIBVIRT_CPU_MODEL_EXTRA_FLAGS" \
+         "(xhv-guest-probe)"
+    for conf in $(xhv_nova_confs); do
+        if ! grep -q '^devstack_previous_virt_type *=' "$conf"; then
+            iniset "$conf" xhv devstack_previous_virt_type \
+                "$(iniget "$conf" libvirt virt_type)"
+        fi
+        for opt in cpu_mode cpu_models cpu_model_extra_flags; do
+            inidelete "$conf" libvirt "$opt"
+        done
+        iniset "$conf" libvirt virt_type "$XHV_LIBVIRT_VIRT_TYPE"
+        [[ -n "$XHV_LIBVIRT_CPU_MODE" ]] && \
+            iniset "$conf" libvirt cpu_mode "$XHV_LIBVIRT_CPU_MODE"
+        [[ -n "$XHV_LIBVIRT_CPU_MODELS" ]] && \
+            iniset "$conf" libvirt cpu_models "$XHV_LIBVIRT_CPU_MODELS"
+        [[ -n "$XHV_LIBVIRT_CPU_MODEL_EXTRA_FLAGS" ]] && \
+            iniset "$conf" libvirt cpu_model_extra_flags \
+                "$XHV_LIBVIRT_CPU_MODEL_EXTRA_FLAGS"
+    done
+    return 0
+}
+
+# unstack: remove what configure_xhv_libvirt_cpu wrote.
+function unconfigure_xhv_libvirt_cpu_file {
+    local conf=$1 previous opt
+    grep -q '^devstack_previous_virt_type *=' "$conf" || return 0
+    previous=$(iniget "$conf" xhv devstack_previous_virt_type)
+    if [[ -n "$previous" ]]; then
+        iniset "$conf" libvirt virt_type "$previous"
+    else
+        inidelete "$conf" libvirt virt_type
+    fi
+    for opt in cpu_mode cpu_models cpu_model_extra_flags; do
+        inidelete "$conf" libvirt "$opt"
+    done
+    inidelete "$conf" xhv devstack_previous_virt_type
+}
+
 function configure_xhv_cinder {
     local section=$XHV_CINDER_BACKEND conf=${CINDER_CONF:-/etc/cinder/cinder.conf}
     [[ -z "$section" || ! -f "$conf" ]] && return 0
@@ -143,6 +217,7 @@ function unconfigure_xhv {
 function unconfigure_xhv_nova_file {
     local conf=$1 previous
     if [[ -f "$conf" ]]; then
+        unconfigure_xhv_libvirt_cpu_file "$conf"
         if [[ "$(iniget "$conf" DEFAULT compute_driver)" == "$XHV_NOVA_DRIVER" ]]; then
             previous=$(iniget "$conf" xhv devstack_previous_compute_driver)
             if [[ -z "$previous" || "$previous" == "-" ]]; then
@@ -195,6 +270,7 @@ if [[ "$1" == "stack" ]]; then
         post-config)
             echo_summary "Configuring Nova, Cinder and Glance's uWSGI for XHV"
             configure_xhv_nova
+            configure_xhv_libvirt_cpu
             configure_xhv_cinder
             configure_xhv_glance
             ;;

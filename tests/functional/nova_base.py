@@ -32,7 +32,8 @@ Hooks a backend's test base overrides (all optional):
     ``assert_guest_gone``.  Default: not implemented.
 
 ``LibvirtFunctionalTestCase`` is the KVM test bed: real libvirtd (started
-by tools/start-services), KVM or, without /dev/kvm, TCG (it prints why),
+by tools/start-services), the [libvirt] virt_type and CPU settings that
+really start a guest here (nova_xhv.guest_probe; printed once per run),
 a private instances path readable by libvirt's qemu user, per-test domain
 names, and removal of exactly the domains the test made.
 """
@@ -194,21 +195,29 @@ def libvirt_domains():
     return {n: virsh('domuuid', n, check=False).strip() for n in names}
 
 
-def choose_virt_type():
-    """kvm when /dev/kvm is usable, else qemu (TCG), saying why."""
-    forced = os.environ.get('XHV_LIBVIRT_VIRT_TYPE')
-    if forced:
-        why = 'xhv: XHV_LIBVIRT_VIRT_TYPE=%s chooses the virt_type' % forced
-    elif os.path.exists('/dev/kvm') and os.access('/dev/kvm',
-                                                  os.R_OK | os.W_OK):
-        return 'kvm'
-    else:
-        why = ('xhv: /dev/kvm is missing or not usable: libvirt tests run '
-               'under TCG ([libvirt] virt_type = qemu)')
-    # Past pytest's capture, and in its warnings summary.
-    print(why, file=sys.__stderr__)
-    warnings.warn(why)
-    return forced or 'qemu'
+_CPU_CHOICE = []
+
+
+def choose_cpu_config():
+    """The [libvirt] CPU settings that start the test disk on this host.
+
+    nova_xhv.guest_probe starts a throwaway guest with each candidate (or
+    takes XHV_LIBVIRT_VIRT_TYPE / XHV_LIBVIRT_CPU_* from the environment);
+    the choice and why are printed once per run, past pytest's capture.
+    """
+    if not _CPU_CHOICE:
+        from nova_xhv import guest_probe
+
+        try:
+            choice = guest_probe.choose()
+        except guest_probe.ProbeError as error:
+            raise AssertionError('no libvirt CPU configuration starts a '
+                                 'guest on this host: %s' % error)
+        print(choice.line(), file=sys.__stderr__)
+        if choice.config.virt_type != 'kvm':
+            warnings.warn(choice.line())
+        _CPU_CHOICE.append(choice.config)
+    return _CPU_CHOICE[0]
 
 
 class LibvirtFunctionalTestCase(XHVFunctionalTestCase):
@@ -227,8 +236,9 @@ class LibvirtFunctionalTestCase(XHVFunctionalTestCase):
         except AssertionError as error:
             self.fail('libvirtd is not answering on qemu:///system; run '
                       'tools/start-services first (%s)' % error)
-        self.virt_type = choose_virt_type()
-        self.flags(virt_type=self.virt_type, group='libvirt')
+        cpu = choose_cpu_config()
+        self.virt_type = cpu.virt_type
+        self.flags(group='libvirt', **cpu.nova_options())
         if domains:
             # A new KVM compute refuses to start while libvirtd holds any
             # domain (ComputeManager._sanity_check_new_host).

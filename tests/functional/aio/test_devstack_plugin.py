@@ -20,6 +20,8 @@ PLUGIN = os.path.join(TOP, 'devstack', 'plugin.sh')
 SETTINGS = os.path.join(TOP, 'devstack', 'settings')
 STANDINS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                         'devstack_standins.sh')
+PROBE_STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                             'guest_probe_standin.sh')
 
 NOVA_CONF = """[DEFAULT]
 compute_driver = libvirt.LibvirtDriver
@@ -71,7 +73,8 @@ def run_phase(bed, *phase, **settings):
            'XHV_DIR': TOP, 'NOVA_CONF': str(bed / 'nova.conf'),
            'NOVA_CPU_CONF': str(bed / 'nova-cpu.conf'),
            'CINDER_CONF': str(bed / 'cinder.conf'),
-           'STANDIN_LOG': str(bed / 'calls.log')}
+           'STANDIN_LOG': str(bed / 'calls.log'),
+           'XHV_GUEST_PROBE': PROBE_STANDIN}
     env.update(settings)
     script = 'set -eu; source "%s"; source "%s"; source "%s" %s' % (
         STANDINS, SETTINGS, PLUGIN, ' '.join(phase))
@@ -241,3 +244,57 @@ def test_post_config_without_glance_uwsgi_leaves_glance_alone(bed):
                      XHV_GLANCE_CHUNKED_INPUT_LIMIT='')
     assert proc.returncode == 0, proc.stderr
     assert 'chunked-input-limit' not in read(conf)['uwsgi']
+
+
+AMD_CHOICE = ("XHV_LIBVIRT_VIRT_TYPE=kvm\nXHV_LIBVIRT_CPU_MODE=host-model\n"
+              "XHV_LIBVIRT_CPU_MODELS=''\n"
+              "XHV_LIBVIRT_CPU_MODEL_EXTRA_FLAGS=-arch-capabilities")
+
+
+def test_post_config_writes_the_probed_cpu_settings_and_unstack_removes(bed):
+    before = {n: options(bed / n) for n in ('nova.conf', 'nova-cpu.conf')}
+    for _ in range(2):  # a repeated stack.sh probes again
+        proc = run_phase(bed, 'stack', 'post-config',
+                         STANDIN_PROBE_OUTPUT=AMD_CHOICE)
+        assert proc.returncode == 0, proc.stderr
+    assert calls(bed).count('xhv-guest-probe --output shell') == 2
+    for name in ('nova.conf', 'nova-cpu.conf'):
+        libvirt = read(bed / name)['libvirt']
+        assert libvirt == {'virt_type': 'kvm', 'cpu_mode': 'host-model',
+                           'cpu_model_extra_flags': '-arch-capabilities'}
+    assert run_phase(bed, 'unstack').returncode == 0
+    for name, opts in before.items():
+        assert options(bed / name) == opts, name
+
+
+def test_post_config_probe_may_choose_tcg(bed):
+    proc = run_phase(bed, 'stack', 'post-config',
+                     STANDIN_PROBE_OUTPUT='XHV_LIBVIRT_VIRT_TYPE=qemu')
+    assert proc.returncode == 0, proc.stderr
+    assert read(bed / 'nova-cpu.conf')['libvirt'] == {'virt_type': 'qemu'}
+
+
+@pytest.mark.parametrize('conf_lines, settings', [
+    ('cpu_mode = host-passthrough\n', {}),
+    ('cpu_model_extra_flags = -pcid\n', {}),
+    ('', {'LIBVIRT_CPU_MODE': 'custom'}),
+    ('', {'XHV_PROBE_LIBVIRT_CPU': 'False'}),
+    ('', {'XHV_BACKEND': 'vmware', **VMWARE}),
+])
+def test_operator_cpu_settings_are_not_probed(bed, conf_lines, settings):
+    for name in ('nova.conf', 'nova-cpu.conf'):
+        (bed / name).write_text(NOVA_CONF + conf_lines)
+    before = read(bed / 'nova-cpu.conf')['libvirt']
+    proc = run_phase(bed, 'stack', 'post-config',
+                     STANDIN_PROBE_OUTPUT=AMD_CHOICE, **settings)
+    assert proc.returncode == 0, proc.stderr
+    assert not [c for c in calls(bed) if c.startswith('xhv-guest-probe')]
+    assert read(bed / 'nova-cpu.conf')['libvirt'] == before
+
+
+def test_failed_probe_leaves_libvirt_settings_alone(bed):
+    proc = run_phase(bed, 'stack', 'post-config',
+                     STANDIN_PROBE_OUTPUT='fail')
+    assert proc.returncode == 0, proc.stderr
+    assert 'found no [libvirt] setting' in proc.stdout
+    assert read(bed / 'nova-cpu.conf')['libvirt'] == {'virt_type': 'kvm'}

@@ -23,13 +23,15 @@ from cinder.image import image_utils
 from cinder.volume import volume_utils
 
 from cinder_xhv import access
-from nova_xhv.conf import translate as translate_conf
+from cinder_xhv import opts as xhv_opts
 from nova_xhv import translate
+from nova_xhv.translate import options as translate_options
 
 LOG = logging.getLogger(__name__)
 
 
 CONF = cfg.CONF
+xhv_opts.register_translate_opts(CONF)
 
 
 def handled_formats():
@@ -111,7 +113,7 @@ def fetched_image(context, image_service, image_id, max_virtual_size,
 
 def conversion_options(max_size):
     """The [xhv] translation options, capped at ``max_size`` bytes."""
-    options = translate_conf.convert_options_from_conf(CONF.xhv)
+    options = translate_options.convert_options_from_conf(CONF.xhv)
     options.max_virtual_size = min(options.max_virtual_size, max_size)
     return options
 

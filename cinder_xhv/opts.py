@@ -7,11 +7,11 @@ generator lists them under ``backend_defaults`` like Cinder's own drivers.
 
 from oslo_config import cfg
 
-from nova_xhv.conf import translate as translate_conf
+from nova_xhv.translate import formats
+from nova_xhv.translate import options as translate_options
 
-# One place for the format names the driver accepts in its options; the
-# translation engine owns the mapping to qemu's names.
-STORED_FORMATS = ('raw', 'qcow2', 'vmdk', 'vhdx', 'vhd')
+# The format names the driver accepts in its options: the engine's list.
+STORED_FORMATS = formats.FORMATS
 HYPERVISOR_FAMILIES = ('kvm', 'vmware', 'hyperv', 'xen')
 VMDK_ADAPTER_TYPES = ('lsiLogic', 'busLogic', 'lsiLogicsas', 'paraVirtual',
                       'ide')
@@ -45,6 +45,21 @@ xhv_volume_opts = [
 ]
 
 
+# The translation engine's options, which cinder-volume reads from its own
+# [xhv] group for every conversion.  Only these: cinder_xhv registers no
+# Nova-side group.
+translate_group = cfg.OptGroup(
+    'xhv', title='XHV translation engine',
+    help='Options of XHV\'s disk-format translation engine, used by '
+         'cinder_xhv for image <-> volume conversions.')
+
+
+def register_translate_opts(conf):
+    conf.register_group(translate_group)
+    conf.register_opts(translate_options.translate_opts,
+                       group=translate_group)
+
+
 def list_opts():
     """oslo-config-generator entry point (``oslo.config.opts``).
 
@@ -52,4 +67,4 @@ def list_opts():
     reads them from cinder.conf for every conversion.
     """
     return ([('backend_defaults', list(xhv_volume_opts))] +
-            list(translate_conf.list_opts()))
+            [(translate_group, list(translate_options.translate_opts))])

@@ -21,8 +21,6 @@ from stevedore import exception as stevedore_exception
 from nova_xhv.backends import base
 import nova_xhv.conf
 from nova_xhv import forwarding
-from nova_xhv.migration import flow
-from nova_xhv.migration import hardware
 from nova_xhv.migration import service
 
 CONF = nova_xhv.conf.CONF
@@ -170,7 +168,7 @@ class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
     def migrate_disk_and_power_off(self, context, instance, dest, flavor,
                                    network_info, block_device_info=None,
                                    timeout=0, retry_interval=0):
-        destination = flow.destination_of(context, instance)
+        destination = self.moves.destination_of(context, instance)
         if not self.moves.crosses_family(destination):
             return self.backend.migrate_disk_and_power_off(
                 context, instance, dest, flavor, network_info,
@@ -188,7 +186,7 @@ class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
                          network_info, image_meta, resize_instance,
                          allocations, block_device_info=None, power_on=True,
                          share_info=None):
-        move = flow.cross_family_disk_info(disk_info)
+        move = self.moves.incoming_move(disk_info)
         if move is None:
             return self.backend.finish_migration(
                 context, migration, instance, disk_info, network_info,
@@ -221,7 +219,7 @@ class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
                                     destroy_secrets)
 
     def check_instance_shared_storage_local(self, context, instance):
-        if hardware.SYSMETA_ORIGINAL in instance.system_metadata:
+        if self.moves.is_moved_copy(instance):
             # A copy made by a move between families never shares storage
             # with its source: a revert must delete it.
             raise NotImplementedError()

@@ -1,18 +1,60 @@
-"""The backend contract: what XHV needs from one hypervisor.
+"""The backend contract: everything XHV needs from one hypervisor family.
 
 A backend is a Nova ``ComputeDriver`` for one hypervisor family plus the
-disk exchange that cross-hypervisor moves need.  ``XHVDriver`` forwards
-every ComputeDriver call to the backend; the cross-hypervisor story
-(export -> transfer -> translate -> import) lives in XHVDriver and
-``nova_xhv.migration``, never in a backend.
+disk exchange that moves between families need.  ``XHVDriver``
+(nova_xhv/driver.py) forwards every ComputeDriver call to it; the move
+itself (export -> transfer -> translate -> stage -> spawn, with rollback)
+lives in ``nova_xhv.migration``, never in a backend.  A backend imports
+neither ``nova_xhv.migration`` nor ``nova_xhv.driver`` nor another backend
+(tests/unit/test_house_rules.py checks it).
 
-Backends must serve at least the calls Nova needs to run a compute and move
-a server (see shared notes nova-driver.md): init_host, get_available_nodes,
-get_available_resource, update_provider_tree, list_instance_uuids,
-list_instances, spawn, get_info, destroy, power_off, power_on, reboot,
-get_host_ip_addr, snapshot, plus the exchange methods below.  Calls a
-backend does not support keep ComputeDriver's NotImplementedError, which
-Nova already handles.
+What a family ships (doc/source/architecture.rst, "How to add a backend"):
+
+* ``nova_xhv/backends/<package>/facts.py`` with ``FAMILY``, a
+  ``nova_xhv.backends.family.Family``: name, native format, the formats
+  its spawn takes, its Nova hypervisor types and its hardware vocabulary.
+  The backend class sets ``facts = FAMILY``; ``family``,
+  ``native_format`` and ``native_subformat`` follow from it.
+* the backend class (a subclass of ``Backend``), named by one entry point
+  in the ``nova_xhv.backends`` namespace (setup.cfg);
+* its options, ``[xhv_<name>]``, in ``nova_xhv/conf/<name>.py`` (found by
+  nova_xhv/conf/opts.py without listing it).
+
+ComputeDriver calls.  Nova needs at least these to run a compute and move
+a server: init_host, get_available_nodes, get_available_resource,
+update_provider_tree, list_instance_uuids, list_instances, spawn,
+get_info, destroy, power_off, power_on, reboot, get_host_ip_addr,
+snapshot.  ``get_info(instance).state`` is the hypervisor's honest power
+state (nova.compute.power_state), and raises InstanceNotFound for a guest
+it does not have.  Calls a backend does not support keep ComputeDriver's
+NotImplementedError, which Nova already handles.  Same-family migrations
+(migrate_disk_and_power_off, finish_migration, confirm_migration,
+finish_revert_migration) are the backend's own business.
+
+The disk exchange, in the order a move calls it:
+
+source compute
+    ``power_off`` -> ``export_disks`` -> ``open_exported_disk`` (once per
+    disk, served to the destination) -> ``release_exported_disks`` (after
+    the destination staged, or on rollback, or at confirm/revert after a
+    restart: it may be called again with the same descriptors).
+destination compute
+    ``check_stageable`` (before any data is pulled) -> ``stage_disks``
+    (with disks translated to the native format in a private work folder)
+    -> ``spawn_from_disks`` (in finish_migration) or
+    ``discard_staged_disks`` (a failed or cancelled move, a revert, or
+    leftovers found at the next start).
+
+Cleanup duties, which tests/functional/backends/conformance.py checks for
+every backend:
+
+* ``stage_disks`` that raises leaves nothing behind (it removes its own
+  partial placement before raising);
+* ``discard_staged_disks`` is idempotent: a second call, or a call for
+  disks already gone, succeeds and changes nothing;
+* ``spawn_from_disks`` that raises leaves the staged disks for
+  ``discard_staged_disks`` (the caller discards them);
+* nothing of the exchange ever changes the instance's original disks.
 """
 
 import abc
@@ -23,37 +65,57 @@ from nova_xhv import disk as xhv_disk
 
 
 class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
-    """One hypervisor behind XHV.
+    """One hypervisor family behind XHV.
 
-    Subclasses set the class attributes and implement the exchange methods.
-    They are built as ``Backend(virtapi, read_only=False)``, exactly like a
-    Nova compute driver.
+    Subclasses set ``facts`` and implement the exchange methods.  They are
+    built as ``Backend(virtapi, read_only=False)``, exactly like a Nova
+    compute driver.
     """
 
-    #: XHV's name for the hypervisor family: kvm, vmware, hyperv or xen.
+    #: The family's facts: nova_xhv.backends.family.Family.
+    facts = None
+    #: From ``facts``: XHV's name for the family (kvm, vmware, fake ...).
     family = None
-    #: Canonical format (see nova_xhv.translate.formats) and subformat the
-    #: hypervisor stores disks in; imports are translated to it.
+    #: From ``facts``: format (nova_xhv.translate.formats) and subformat
+    #: the hypervisor stores disks in; moved disks arrive in it.
     native_format = None
     native_subformat = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get('facts') is not None:
+            cls.family = cls.facts.name
+            cls.native_format = cls.facts.native_format
+            cls.native_subformat = cls.facts.native_subformat
 
     @abc.abstractmethod
     def export_disks(self, context, instance, block_device_info=None):
         """Describe the disks of a powered-off instance for a move.
 
-        :returns: list of nova_xhv.disk.DiskDescriptor, boot disk first.
-            Each disk is readable through ``open_exported_disk`` (never
-            modified) until ``release_exported_disks``: a local ``path``
-            (the live disk file when storage is local, or a copy), or a
+        May assume: the instance is powered off (``power_off`` returned);
+        it raises when it is not.  Volumes and regenerated disks (config
+        drives) are not exported.
+
+        :returns: list of nova_xhv.disk.DiskDescriptor, boot disk
+            (``boot_index`` 0) first, each with ``format``/``subformat``,
+            ``virtual_size``, ``bus`` (the family's own name, see
+            ``facts.hardware_names``) and a ``handle`` naming the disk in
+            the family's own words.  Each disk is readable through
+            ``open_exported_disk`` (never modified) until
+            ``release_exported_disks``: a local ``path`` (the live disk
+            file when storage is local, or a private copy), or a
             backend-specific ``url`` where the disk is stored.
         """
 
     def open_exported_disk(self, disk):
         """A nova_xhv.disk.DiskReader over one disk from ``export_disks``.
 
-        The exchange endpoint serves the disk through it.  Default: the
-        descriptor's local ``path``; backends that export disks where they
-        are stored (``url`` set, e.g. a datastore file) override this.
+        The exchange endpoint serves the disk through it (Range reads).
+        A reader may also offer ``direct_read()`` (see
+        nova_xhv.disk.DiskReader) for a one-time read straight from the
+        hypervisor's storage.  Default: the descriptor's local ``path``;
+        backends that export disks where they are stored (``url`` set)
+        override this.
         """
         if disk.path is None:
             raise ValueError('the %s backend exported %s without a local '
@@ -64,14 +126,16 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
     def release_exported_disks(self, context, instance, disks):
         """Drop whatever ``export_disks`` made (copies, leases, tokens).
 
-        Never touches the instance's own disks.  Default: nothing to drop.
+        Never touches the instance's own disks; idempotent.  Default:
+        nothing to drop.
         """
 
     def check_stageable(self, context, instance, disks):
         """Raise now if ``stage_disks`` would refuse these disks.
 
-        Called with the source's descriptors before any data is pulled, so
-        that a move that cannot land fails (and rolls back) at once.
+        Called with the source's descriptors (formats of the source
+        family; ``url`` set, no ``path``) before any data is pulled, so
+        that a move that cannot land fails, and rolls back, at once.
         Default: every disk can be staged.
         """
 
@@ -79,17 +143,34 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
     def stage_disks(self, context, instance, disks):
         """Place native-format disks in the hypervisor's storage.
 
-        The disks are attached to nothing yet.
+        The disks are attached to nothing yet, and no guest is created.
 
-        :param disks: DiskDescriptors with local ``path`` in native format;
-            the backend may move (rename) these files instead of copying.
-        :returns: DiskDescriptors for the staged disks (``handle`` set to
-            what ``spawn_from_disks`` and ``discard_staged_disks`` need).
+        May assume: each disk is a local ``path`` in ``native_format`` /
+        ``native_subformat``, written by the translation engine after its
+        safety inspection, in a folder private to this move; the backend
+        may move (rename) these files instead of copying.  ``bus`` is the
+        family's own name of the chosen disk bus.  ``handle`` is the
+        source's own name for the disk: a backend uses it only when it
+        recognises it as one of its own (a move back to this family).
+
+        Must: raise, with nothing left behind, when it cannot place every
+        disk.
+
+        :returns: DiskDescriptors for the staged disks, in the same order,
+            whose ``handle`` (and ``path``/``url``) is all that
+            ``spawn_from_disks`` and ``discard_staged_disks`` need: they
+            may be called by another process after a restart, with the
+            descriptors read back from a journal (to_dict/from_dict).
         """
 
     @abc.abstractmethod
     def discard_staged_disks(self, context, instance, disks):
-        """Remove disks made by ``stage_disks``; idempotent."""
+        """Remove disks made by ``stage_disks``, and only those.
+
+        Idempotent: disks already gone, or a second call, are fine.
+        ``instance`` may be a stub carrying only ``uuid`` (the server was
+        deleted meanwhile).
+        """
 
     @abc.abstractmethod
     def spawn_from_disks(self, context, instance, disks, network_info,
@@ -97,8 +178,19 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
                          power_on=True):
         """Create the instance on this hypervisor from staged disks.
 
-        :param hardware: hardware choices (disk bus, NIC model, firmware)
-            mapped for this hypervisor; None means the backend's defaults.
+        May assume: ``disks`` came from ``stage_disks`` on this compute;
+        the hardware chosen for a move is in ``image_meta``: the instance's
+        system_metadata carries it as the image properties
+        ``facts.image_properties`` names (the one channel the choice
+        travels in; a later hard reboot rebuilds from the same).
+
+        :param hardware: an explicit override in the family's own names
+            ({disk_bus, nic_model, firmware}: ``facts.hardware_names``) for
+            direct callers; XHV's moves pass None.
+        :param power_on: start the guest (False: leave it powered off).
+
+        On failure it raises and leaves the staged disks to
+        ``discard_staged_disks``.
         """
 
     def import_disks(self, context, instance, disks, network_info,

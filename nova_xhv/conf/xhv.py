@@ -13,8 +13,10 @@ driver_opts = [
                help='Hypervisor backend this nova-compute drives, by its '
                     'name in the "nova_xhv.backends" entry point namespace. '
                     'Built in: libvirt (KVM/QEMU through Nova\'s stock '
-                    'libvirt driver), vmware (vSphere through pyvmomi). '
-                    'Third parties can register their own.'),
+                    'libvirt driver), vmware (vSphere through pyvmomi), '
+                    'fake (no guests: for tests and demonstrations). Third '
+                    'parties can register their own; nova-compute refuses '
+                    'an unknown name and lists the installed ones.'),
 ]
 
 

@@ -10,10 +10,15 @@ import ssl
 import time
 import urllib.parse
 
+from oslo_log import log as logging
 from oslo_serialization import jsonutils
+import requests
 
 from nova_xhv.migration import signing
+from nova_xhv import translate
 from nova_xhv.translate import remote
+
+LOG = logging.getLogger(__name__)
 
 
 # An endpoint at its connection caps answers 503 (plain HTTP) or closes
@@ -111,3 +116,66 @@ class ExchangeClient(object):
 
     def stage_discard(self, base_url, key):
         return self.call(base_url, 'DELETE', '/stage/%s' % key)
+
+    def probe_original(self, base_url, instance_uuid, source_family):
+        """The journal key of the original ``base_url`` keeps, or None.
+
+        Asked before a move back to a compute that was the source of a
+        move whose finish failed.  A compute of an older XHV answers the
+        same question through ``POST /stage``.
+        """
+        request = {'instance_uuid': instance_uuid,
+                   'source_family': source_family}
+        try:
+            reply = self.call(base_url, 'POST', '/originals', request)
+        except ExchangeError as error:
+            if error.status != 404:
+                raise
+            reply = self.call(base_url, 'POST', '/stage', dict(
+                request, key='probe-%s' % instance_uuid,
+                probe_original=True, disks=[]))
+        return reply.get('original_key')
+
+
+def request_direct_read(source, remote_options, what):
+    """The source's one-time direct read of a disk, or None.
+
+    None: the disk is read through the source's exchange endpoint (the
+    source offers none, refuses, or asks for an unverified read while
+    this compute verifies its peers).
+    """
+    ask = translate.RemoteSource(
+        source.url + '/direct', username=source.username,
+        password=source.password, **remote_options)
+    try:
+        with ask.session() as session:
+            response = session.post(ask.url, timeout=60)
+            if response.status_code != 200:
+                LOG.debug('%s: the source reads %s through its '
+                          'exchange (HTTP %d)', what, source.url,
+                          response.status_code)
+                return None
+            answer = response.json()
+        direct = translate.DirectRead(
+            url=answer['url'], headers=dict(answer['headers']),
+            ca_pem=answer.get('ca_pem'),
+            insecure=bool(answer.get('insecure')))
+        # Storage is read over verified HTTPS only; a malformed URL is
+        # refused here, not in the conversion.
+        if translate.RemoteSource(direct.url).scheme != 'https':
+            raise ValueError('not an https:// URL: %s' % direct.url)
+    except (requests.RequestException, translate.TranslationError,
+            ValueError, KeyError, TypeError, AttributeError) as error:
+        LOG.info('%s: no usable direct read offered (%s: %s); '
+                 'reading through the source\'s exchange', what,
+                 type(error).__name__, error)
+        return None
+    if direct.insecure and not remote_options.get('insecure'):
+        LOG.warning('%s: the source offers an unverified direct read '
+                    'of %s; this compute verifies its peers, so it reads '
+                    'through the source\'s exchange instead', what,
+                    direct.url)
+        return None
+    LOG.info('%s: reading %s directly from %s', what,
+             source.url, direct.url)
+    return direct

@@ -323,7 +323,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._direct_read(match.group(1))
         if path == '/ping':
             _allow(request, ('GET',))
-        elif path == '/stage':
+        elif path in ('/stage', '/originals'):
             _allow(request, ('POST',))
         elif _STAGE_PATH.match(path):
             _allow(request, ('GET', 'DELETE'))
@@ -471,6 +471,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                    status=404)
             if path == '/stage':
                 return self._send_json(202, handler.stage_start(data))
+            if path == '/originals':
+                return self._send_json(200, handler.probe_original(data))
             key = _STAGE_PATH.match(path).group(1)
             if self.command == 'GET':
                 return self._send_json(200, handler.stage_status(key))

@@ -20,6 +20,7 @@ from nova import objects
 from oslo_log import log as logging
 from oslo_serialization import jsonutils
 
+from nova_xhv.backends import family as backend_family
 from nova_xhv import disk as xhv_disk
 from nova_xhv.migration import client as exchange_client
 from nova_xhv.migration import hardware
@@ -30,22 +31,6 @@ STAT_FAMILY = 'xhv_family'
 STAT_URL = 'xhv_exchange_url'
 STAT_ACCEPTS = 'xhv_accepts'
 DISK_INFO_MARK = 'xhv_cross_family'
-# Nova's hypervisor_type strings per family (what a non-XHV compute of the
-# family reports).
-_HV_TYPE_FAMILIES = {
-    'qemu': 'kvm', 'kvm': 'kvm',
-    'vmware': 'vmware', 'vmware vcenter server': 'vmware',
-    'vmware esxi': 'vmware',
-    'hyperv': 'hyperv', 'hyper-v': 'hyperv',
-    'xen': 'xen', 'xenserver': 'xen', 'xapi': 'xen',
-}
-# Image hypervisor_type values (Nova's HVType) per family.
-FAMILY_HV_TYPES = {
-    'kvm': ('qemu', 'kvm'),
-    'vmware': ('vmware',),
-    'hyperv': ('hyperv',),
-    'xen': ('xen',),
-}
 
 
 class MoveFailed(Exception):
@@ -64,10 +49,20 @@ def source_record_key(migration_uuid):
 PROGRESS_EVERY = 1.0
 
 
+def crosses_families(source_family, dest_family):
+    """THE test of a move between hypervisor families.
+
+    An unknown family (a compute that publishes none and reports no
+    hypervisor type XHV knows) is not a move between families: the
+    backend's own migration handles it, as without XHV.
+    """
+    return (source_family is not None and dest_family is not None
+            and source_family != dest_family)
+
+
 def family_of_hv_type(hv_type):
-    if not hv_type:
-        return None
-    return _HV_TYPE_FAMILIES.get(str(hv_type).strip().lower())
+    """The family of a compute reporting Nova hypervisor_type ``hv_type``."""
+    return backend_family.family_of_hv_type(hv_type)
 
 
 def report_progress(instance, percent):
@@ -124,15 +119,22 @@ def cross_family_disk_info(disk_info):
 
 
 def source_hardware(backend, instance, disks):
-    """The server's current hardware, in the source family's words."""
+    """The server's current hardware as neutral classes.
+
+    The boot disk's bus and the NIC model are the source family's own
+    names (classified with its facts); Nova's ``hw_firmware_type`` already
+    speaks the neutral names (bios, uefi).
+    """
     props = instance.image_meta.properties
     nic = props.get('hw_vif_model') if 'hw_vif_model' in props else None
     firmware = (props.get('hw_firmware_type')
                 if 'hw_firmware_type' in props else None)
-    if backend.family == 'vmware' and firmware == 'uefi':
-        firmware = 'efi'
-    return {hardware.DISK_BUS: disks[0].bus if disks else None,
-            hardware.NIC_MODEL: nic, hardware.FIRMWARE: firmware}
+    classes = hardware.classify_all(backend.family, {
+        hardware.DISK_BUS: disks[0].bus if disks else None,
+        hardware.NIC_MODEL: nic})
+    classes[hardware.FIRMWARE] = (firmware if firmware in
+                                  hardware.FIRMWARE_CLASSES else None)
+    return classes
 
 
 class SourceMove(object):

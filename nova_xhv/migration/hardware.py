@@ -1,21 +1,11 @@
-"""The ONE hardware mapping between hypervisor families.
+"""The hardware choice of a move between hypervisor families.
 
 Three choices move with a server: its disk bus, its NIC model and its
-firmware.  Each family names them differently; this module maps them
-through family-neutral classes:
-
-=============  ====================  ==========================  ==========
-class          KVM (libvirt)         vSphere                     image props
-=============  ====================  ==========================  ==========
-paravirtual    virtio                paraVirtual (PVSCSI)        see table
-scsi           scsi (virtio-scsi)    lsiLogic (also lsiLogicsas,
-                                     busLogic)
-sata           sata                  sata (AHCI)
-ide            ide                   ide
-NIC e1000      e1000                 e1000
-NIC paravirt.  virtio                vmxnet3
-bios / uefi    bios / uefi           bios / efi
-=============  ====================  ==========================  ==========
+firmware.  Each family names them in its own words, declared in its
+facts (``nova_xhv.backends.family.Family``: ``hardware_names``,
+``hardware_aliases``, ``image_properties``); this module reasons only in
+the family-neutral classes (paravirtual/scsi/sata/ide disk buses,
+paravirtual/e1000 NICs, bios/uefi firmware) and keeps no table of its own.
 
 A move inside one family keeps what the server had.  A move between
 families defaults to a safe first boot -- SATA disk, e1000 NIC -- because
@@ -24,73 +14,29 @@ guests often lack the other side's paravirtual drivers; image properties
 ``cross_family_nic_model`` ask for another class.  Firmware is never
 changed: a UEFI guest does not boot from BIOS.
 
-The choice is written into the instance's system_metadata as the image
-properties the destination's driver reads (``image_hw_disk_bus`` ...), so
-a later stop/start or hard reboot rebuilds the same hardware, and the
-values they replaced are kept under ``xhv_hw_original`` so a revert
-restores them.
+The source classifies its server's hardware in its own family's words and
+sends the classes; the destination chooses, writes the choice into the
+instance's system_metadata as the image properties its driver reads
+(``image_hw_disk_bus`` ...) -- the one channel the choice travels in: a
+later stop/start or hard reboot rebuilds the same hardware -- and keeps
+the values they replaced under ``xhv_hw_original`` so a revert restores
+them.
 """
 
 from oslo_serialization import jsonutils
 
-DISK_BUS = 'disk_bus'
-NIC_MODEL = 'nic_model'
-FIRMWARE = 'firmware'
+from nova_xhv.backends import family as backend_family
 
-DISK_CLASSES = ('paravirtual', 'scsi', 'sata', 'ide')
-NIC_CLASSES = ('paravirtual', 'e1000')
-FIRMWARE_CLASSES = ('bios', 'uefi')
+DISK_BUS = backend_family.DISK_BUS
+NIC_MODEL = backend_family.NIC_MODEL
+FIRMWARE = backend_family.FIRMWARE
+
+DISK_CLASSES = backend_family.DISK_CLASSES
+NIC_CLASSES = backend_family.NIC_CLASSES
+FIRMWARE_CLASSES = backend_family.FIRMWARE_CLASSES
 SAFE_DISK_BUS = 'sata'
 SAFE_NIC_MODEL = 'e1000'
 
-# family -> class -> the backend's own name (DiskDescriptor.bus, the
-# ``hardware`` argument of Backend.spawn_from_disks).
-_NATIVE_NAMES = {
-    'kvm': {
-        DISK_BUS: {'paravirtual': 'virtio', 'scsi': 'scsi', 'sata': 'sata',
-                   'ide': 'ide'},
-        NIC_MODEL: {'paravirtual': 'virtio', 'e1000': 'e1000'},
-        FIRMWARE: {'bios': 'bios', 'uefi': 'uefi'},
-    },
-    'vmware': {
-        DISK_BUS: {'paravirtual': 'paraVirtual', 'scsi': 'lsiLogic',
-                   'sata': 'sata', 'ide': 'ide'},
-        NIC_MODEL: {'paravirtual': 'vmxnet3', 'e1000': 'e1000'},
-        FIRMWARE: {'bios': 'bios', 'uefi': 'efi'},
-    },
-}
-# Other native names that belong to a class (read only, never chosen).
-_EXTRA_NAMES = {
-    'kvm': {DISK_BUS: {'virtio-scsi': 'scsi'},
-            NIC_MODEL: {'e1000e': 'e1000', 'rtl8139': 'e1000'}},
-    'vmware': {DISK_BUS: {'lsiLogicsas': 'scsi', 'busLogic': 'scsi'},
-               NIC_MODEL: {'e1000e': 'e1000'}},
-}
-# family -> class -> the image properties the family's driver reads.
-_IMAGE_PROPERTIES = {
-    'kvm': {
-        DISK_BUS: {'paravirtual': {'hw_disk_bus': 'virtio'},
-                   'scsi': {'hw_disk_bus': 'scsi',
-                            'hw_scsi_model': 'virtio-scsi'},
-                   'sata': {'hw_disk_bus': 'sata'},
-                   'ide': {'hw_disk_bus': 'ide'}},
-        NIC_MODEL: {'paravirtual': {'hw_vif_model': 'virtio'},
-                    'e1000': {'hw_vif_model': 'e1000'}},
-    },
-    'vmware': {
-        DISK_BUS: {'paravirtual': {'hw_disk_bus': 'scsi',
-                                   'hw_scsi_model': 'vmpvscsi'},
-                   'scsi': {'hw_disk_bus': 'scsi',
-                            'hw_scsi_model': 'lsilogic'},
-                   'sata': {'hw_disk_bus': 'sata'},
-                   'ide': {'hw_disk_bus': 'ide'}},
-        NIC_MODEL: {'paravirtual': {'hw_vif_model': 'vmxnet3'},
-                    'e1000': {'hw_vif_model': 'e1000'}},
-    },
-}
-for _family in _IMAGE_PROPERTIES:
-    _IMAGE_PROPERTIES[_family][FIRMWARE] = {
-        c: {'hw_firmware_type': c} for c in FIRMWARE_CLASSES}
 # Every image property this module may set, for save/restore.
 MANAGED_PROPERTIES = ('hw_disk_bus', 'hw_scsi_model', 'hw_vif_model',
                       'hw_firmware_type')
@@ -107,35 +53,32 @@ class HardwareError(ValueError):
 
 
 def families():
-    return tuple(sorted(_NATIVE_NAMES))
+    return tuple(sorted(backend_family.families()))
 
 
-def _family_table(family):
+def _family(name):
     try:
-        return _NATIVE_NAMES[family]
-    except KeyError:
+        return backend_family.get(name)
+    except backend_family.UnknownFamily:
         raise HardwareError(
             reason='XHV has no hardware mapping for hypervisor family %r;'
-                   ' known: %s' % (family, ', '.join(families())))
+                   ' known: %s' % (name, ', '.join(families())))
 
 
 def classify(family, kind, native_name):
     """The family-neutral class of ``native_name``; None if unknown."""
-    if native_name is None:
-        return None
-    table = _family_table(family)[kind]
-    for cls, name in table.items():
-        if name.lower() == str(native_name).lower():
-            return cls
-    extras = _EXTRA_NAMES.get(family, {}).get(kind, {})
-    for name, cls in extras.items():
-        if name.lower() == str(native_name).lower():
-            return cls
-    return None
+    return _family(family).classify(kind, native_name)
+
+
+def classify_all(family, native):
+    """{kind: class or None} for {kind: native name} of ``family``."""
+    facts = _family(family)
+    return {kind: facts.classify(kind, native.get(kind))
+            for kind in (DISK_BUS, NIC_MODEL, FIRMWARE)}
 
 
 def native_name(family, kind, cls):
-    return _family_table(family)[kind][cls]
+    return _family(family).native_name(kind, cls)
 
 
 def _property_choice(properties, name, allowed):
@@ -154,16 +97,18 @@ def choose(source_family, dest_family, source, image_properties,
            default_disk_bus=SAFE_DISK_BUS, default_nic_model=SAFE_NIC_MODEL):
     """Classes for the destination: {disk_bus, nic_model, firmware}.
 
-    :param source: the server's current hardware as native names of
-        ``source_family`` ({kind: name}; missing or unknown names fall back
-        to the defaults).
+    :param source: the server's current hardware as neutral classes
+        ({kind: class}, see ``classify_all``; missing or unknown classes
+        fall back to the defaults).
     :param image_properties: the server's image properties (a dict).
     :param default_disk_bus, default_nic_model: classes for a move between
         families when the image does not choose ([xhv] options).
     """
-    _family_table(dest_family)
-    current = {kind: classify(source_family, kind, source.get(kind))
-               for kind in (DISK_BUS, NIC_MODEL, FIRMWARE)}
+    _family(dest_family)
+    current = {kind: source.get(kind) if source.get(kind) in allowed
+               else None for kind, allowed in (
+                   (DISK_BUS, DISK_CLASSES), (NIC_MODEL, NIC_CLASSES),
+                   (FIRMWARE, FIRMWARE_CLASSES))}
     firmware = current[FIRMWARE] or 'bios'
     if source_family == dest_family:
         return {DISK_BUS: current[DISK_BUS] or default_disk_bus,
@@ -180,17 +125,13 @@ def choose(source_family, dest_family, source, image_properties,
 
 
 def native_hardware(family, classes):
-    """``classes`` as the backend's own names (spawn_from_disks)."""
-    return {kind: native_name(family, kind, cls)
-            for kind, cls in classes.items()}
+    """``classes`` as the backend's own names."""
+    return _family(family).native_hardware(classes)
 
 
 def image_properties(family, classes):
     """The image properties ``family``'s driver reads for ``classes``."""
-    props = {}
-    for kind, cls in classes.items():
-        props.update(_IMAGE_PROPERTIES[family][kind][cls])
-    return props
+    return _family(family).image_properties_for(classes)
 
 
 def apply_to_system_metadata(system_metadata, family, classes):

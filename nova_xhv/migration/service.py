@@ -15,6 +15,7 @@ from nova import objects
 from oslo_log import log as logging
 from oslo_serialization import jsonutils
 
+from nova_xhv.backends import family as backend_family
 from nova_xhv import disk as xhv_disk
 from nova_xhv.migration import client as exchange_client
 from nova_xhv.migration import exchange
@@ -25,14 +26,19 @@ from nova_xhv.migration import stager as move_stager
 
 LOG = logging.getLogger(__name__)
 
-# Formats the translation engine reads: the image types any XHV compute
-# can take (Nova turns these into COMPUTE_IMAGE_TYPE_* traits).
-READABLE_IMAGE_TYPES = ('raw', 'qcow2', 'vmdk', 'vhdx', 'vhd')
 SOURCE = 'source'
 RECLAIMED = 'reclaimed'
 
 
 class MoveService(object):
+    """The one door from XHVDriver (nova_xhv/driver.py) into moves.
+
+    Whether a move crosses families is decided once, on the source, by
+    ``crosses_family`` (``flow.crosses_families``); what follows reads
+    that decision from the move's own records: the disk_info the source
+    returns (``incoming_move``) and the source's journal
+    (``source_record``).
+    """
 
     def __init__(self, backend, conf):
         """Read ``conf`` (CONF.xhv) now.
@@ -124,7 +130,7 @@ class MoveService(object):
         accepted = [f.strip().lower()
                     for f in self._conf['accepted_source_families']
                     if f.strip()]
-        return [f for f in flow.FAMILY_HV_TYPES
+        return [f for f in sorted(backend_family.families())
                 if f != self.family and (not accepted or f in accepted)]
 
     def advertise(self, resources):
@@ -142,7 +148,8 @@ class MoveService(object):
                       or []} or {'x86_64'}
             extra = [(arch, hv_type, 'hvm') for arch in sorted(arches)
                      for family in accepts
-                     for hv_type in flow.FAMILY_HV_TYPES[family]]
+                     for hv_type in
+                     backend_family.get(family).image_hv_types]
             known = [tuple(t) for t in resources.get('supported_instances')
                      or []]
             resources['supported_instances'] = known + [
@@ -154,15 +161,33 @@ class MoveService(object):
         if not self.enabled:
             return backend_capabilities  # no moves: exactly the backend
         caps = dict(backend_capabilities)
-        for fmt in READABLE_IMAGE_TYPES:
+        # Nova turns these into COMPUTE_IMAGE_TYPE_* traits.
+        for fmt in self.backend.facts.spawn_formats:
             caps['supports_image_type_%s' % fmt] = True
         return caps
 
     # -- source ------------------------------------------------------------
 
+    @staticmethod
+    def destination_of(context, instance):
+        """Where a move of ``instance`` goes (flow.destination_of)."""
+        return flow.destination_of(context, instance)
+
     def crosses_family(self, destination):
-        return (destination.family is not None
-                and destination.family != self.family)
+        return flow.crosses_families(self.family, destination.family)
+
+    @staticmethod
+    def incoming_move(disk_info):
+        """The record of a move between families in ``disk_info``.
+
+        None for a same-family move: the backend's own business.
+        """
+        return flow.cross_family_disk_info(disk_info)
+
+    @staticmethod
+    def is_moved_copy(instance):
+        """Is ``instance`` here a copy made by a move between families?"""
+        return hardware.SYSMETA_ORIGINAL in instance.system_metadata
 
     def _require_enabled(self):
         if not self.enabled or self.server is None:
@@ -258,11 +283,11 @@ class MoveService(object):
                                           self.family, classes)
         instance.save()
         image_meta = objects.ImageMeta.from_instance(instance)
+        # The choice travels in one channel: the system_metadata written
+        # above, which image_meta (and every later hard reboot) reads.
         self.backend.spawn_from_disks(
             context, instance, staged, network_info, image_meta,
-            block_device_info,
-            hardware=hardware.native_hardware(self.family, classes),
-            power_on=power_on)
+            block_device_info, power_on=power_on)
         if self.stager is not None:
             self.stager.consumed(move['key'])
         LOG.info('Instance %s now runs on %s with %s', instance.uuid,
@@ -274,13 +299,10 @@ class MoveService(object):
     def _reclaimable_on(self, destination, instance):
         """Does the destination still keep this server's original?"""
         try:
-            reply = self.client.call(destination.url, 'POST', '/stage', {
-                'key': 'probe-%s' % instance.uuid, 'probe_original': True,
-                'instance_uuid': instance.uuid,
-                'source_family': self.family, 'disks': []})
+            return self.client.probe_original(destination.url, instance.uuid,
+                                              self.family)
         except exchange_client.ExchangeError:
             return None
-        return reply.get('original_key')
 
     def _hand_back(self, context, instance, destination, original_key,
                    timeout, retry_interval):

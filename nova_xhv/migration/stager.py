@@ -26,9 +26,9 @@ from nova import context as nova_context
 from nova import objects
 from nova import utils as nova_utils
 from oslo_log import log as logging
-import requests
 
 from nova_xhv import disk as xhv_disk
+from nova_xhv.migration import client as exchange_client
 from nova_xhv.migration import exchange
 from nova_xhv.migration import hardware
 from nova_xhv.migration import journal
@@ -98,13 +98,20 @@ class Stager(object):
 
     # -- control handler (exchange endpoint) -------------------------------
 
+    def probe_original(self, request):
+        """``POST /originals``: is a server's untouched original here?
+
+        Asked by a move back to this compute after a failed
+        finish_migration (it was the source of the failed move).
+        """
+        lookup = self._original_lookup
+        return {'original_key': lookup(request.get('instance_uuid'))
+                if lookup else None}
+
     def stage_start(self, request):
         if request.get('probe_original'):
-            # A move back to this compute after a failed finish_migration:
-            # is the untouched original still here?
-            lookup = self._original_lookup
-            return {'original_key': lookup(request.get('instance_uuid'))
-                    if lookup else None}
+            # The same question from a source of an older XHV.
+            return self.probe_original(request)
         key = _check_key(request.get('key'))
         source_family = request.get('source_family')
         if self._accepted and source_family not in self._accepted:
@@ -249,7 +256,7 @@ class Stager(object):
                 subformat=self.backend.native_subformat,
                 virtual_size=result.virtual_size, path=target,
                 bus=native_bus, boot_index=disk.boot_index,
-                device_name=None, handle=_local_handle(disk)))
+                device_name=None, handle=disk.handle))
             LOG.info('Move %s: disk %d of instance %s pulled and translated '
                      '(%s %s -> %s, %d bytes written, %.1f s)', job.key, n,
                      instance.uuid, disk.format, disk.subformat or '',
@@ -269,47 +276,9 @@ class Stager(object):
             'staged': [d.to_dict() for d in staged]})
 
     def _direct_read(self, job, source):
-        """The source's one-time direct read of a disk, or None.
-
-        None: the disk is read through the source's exchange endpoint (the
-        source offers none, refuses, or asks for an unverified read while
-        this compute verifies its peers).
-        """
-        ask = translate.RemoteSource(
-            source.url + '/direct', username=source.username,
-            password=source.password, **self._remote_options)
-        try:
-            with ask.session() as session:
-                response = session.post(ask.url, timeout=60)
-                if response.status_code != 200:
-                    LOG.debug('Move %s: the source reads %s through its '
-                              'exchange (HTTP %d)', job.key, source.url,
-                              response.status_code)
-                    return None
-                answer = response.json()
-            direct = translate.DirectRead(
-                url=answer['url'], headers=dict(answer['headers']),
-                ca_pem=answer.get('ca_pem'),
-                insecure=bool(answer.get('insecure')))
-            # Storage is read over verified HTTPS only; a malformed URL is
-            # refused here, not in the conversion.
-            if translate.RemoteSource(direct.url).scheme != 'https':
-                raise ValueError('not an https:// URL: %s' % direct.url)
-        except (requests.RequestException, translate.TranslationError,
-                ValueError, KeyError, TypeError, AttributeError) as error:
-            LOG.info('Move %s: no usable direct read offered (%s: %s); '
-                     'reading through the source\'s exchange', job.key,
-                     type(error).__name__, error)
-            return None
-        if direct.insecure and not self._remote_options.get('insecure'):
-            LOG.warning('Move %s: the source offers an unverified direct read '
-                        'of %s; this compute verifies its peers, so it reads '
-                        'through the source\'s exchange instead', job.key,
-                        direct.url)
-            return None
-        LOG.info('Move %s: reading %s directly from %s', job.key,
-                 source.url, direct.url)
-        return direct
+        """The source's one-time direct read of a disk, or None."""
+        return exchange_client.request_direct_read(
+            source, self._remote_options, 'Move %s' % job.key)
 
     @staticmethod
     def _set(job, **values):
@@ -380,14 +349,6 @@ def _check_key(key):
             c.isalnum() or c in '-_.' for c in key) or len(key) > 128:
         raise exchange.ControlError('bad or missing move key')
     return key
-
-
-def _local_handle(disk):
-    # KVM names non-boot local disks by handle (disk.local, disk.ephN);
-    # other families' handles mean nothing here.
-    if disk.handle and disk.handle.startswith('disk'):
-        return disk.handle
-    return None
 
 
 def _instance_or_stub(context, instance_uuid):

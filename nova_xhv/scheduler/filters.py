@@ -52,7 +52,7 @@ class XHVMoveFilter(filters.BaseHostFilter):
             return True  # not an XHV compute: the stock filters decide
         if _is_move(spec_obj):
             source = self._source_family(spec_obj)
-            if source is None or source == family:
+            if not flow.crosses_families(source, family):
                 return True
             accepts = [f for f in (stats.get(flow.STAT_ACCEPTS) or ''
                                    ).split(',') if f]
@@ -64,7 +64,7 @@ class XHVMoveFilter(filters.BaseHostFilter):
             return True
         hv_type = _image_hv_type(spec_obj)
         pinned = flow.family_of_hv_type(hv_type)
-        if pinned is None or pinned == family:
+        if not flow.crosses_families(pinned, family):
             return True
         allowed = [f.strip().lower() for f in (
             stats.get('xhv_new_boot') or '').split(',') if f.strip()]

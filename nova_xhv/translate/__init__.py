@@ -40,7 +40,6 @@ _EXPORTS = {
     'FormatMismatch': 'exceptions', 'TLSVerificationFailed': 'exceptions',
     'TranslationError': 'exceptions', 'UnsafeImage': 'exceptions',
     'UnsupportedFormat': 'exceptions',
-    'native_format': 'formats',
     'ImageInfo': 'inspect', 'inspect_image': 'inspect',
     'DirectRead': 'remote', 'RemoteSource': 'remote',
 }

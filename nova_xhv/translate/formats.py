@@ -46,23 +46,9 @@ READABLE_SUBFORMATS = {
     VHD: (DYNAMIC, FIXED),
 }
 
+# A format with its subformat (what a hypervisor family stores disks in:
+# see nova_xhv.backends.family; the engine knows formats, not families).
 NativeFormat = collections.namedtuple('NativeFormat', 'format subformat')
-
-_NATIVE = {
-    'kvm': NativeFormat(QCOW2, None),
-    'vmware': NativeFormat(VMDK, STREAM_OPTIMIZED),
-    'hyperv': NativeFormat(VHDX, DYNAMIC),
-    'xen': NativeFormat(VHD, DYNAMIC),
-}
-# Other spellings of the same hypervisor families (Nova hv_type names,
-# backend entry point names).
-_FAMILY_ALIASES = {
-    'qemu': 'kvm', 'libvirt': 'kvm',
-    'vsphere': 'vmware', 'esx': 'vmware', 'esxi': 'vmware',
-    'vmwareapi': 'vmware',
-    'hyper-v': 'hyperv',
-    'xenapi': 'xen', 'xenserver': 'xen', 'xcp-ng': 'xen',
-}
 
 
 def canonical_name(name):
@@ -124,19 +110,3 @@ def create_options(fmt, subformat=None):
     if subformat:
         return ['subformat=%s' % subformat]
     return []
-
-
-def native_format(hypervisor_family):
-    """The disk format a hypervisor family imports natively.
-
-    'kvm' -> qcow2, 'vmware' -> vmdk streamOptimized, 'hyperv' -> vhdx
-    dynamic, 'xen' -> vhd dynamic.  Returns NativeFormat(format, subformat).
-    """
-    key = str(hypervisor_family or '').strip().lower()
-    key = _FAMILY_ALIASES.get(key, key)
-    try:
-        return _NATIVE[key]
-    except KeyError:
-        raise exceptions.UnsupportedFormat(
-            'unknown hypervisor family %r; use one of %s' % (
-                hypervisor_family, ', '.join(sorted(_NATIVE))))

@@ -120,9 +120,14 @@ def _limit_hint(returncode, limits):
     return ''
 
 
-def info(path, qemu_format, limits, timeout, objects=()):
-    """``qemu-img info --output=json`` of an already inspected image."""
-    cmd = [QEMU_IMG, 'info'] + list(objects) + [
+def info(path, qemu_format, limits, timeout, objects=(), force_share=False):
+    """``qemu-img info --output=json`` of an already inspected image.
+
+    ``force_share`` (``-U``) reads an image a stopped guest's hypervisor
+    may still hold locked.
+    """
+    cmd = [QEMU_IMG, 'info'] + list(objects) + (
+        ['--force-share'] if force_share else []) + [
         '-f', qemu_format, '--output=json', path]
     try:
         out, _err = _execute(*cmd, prlimit=process_limits(limits),
@@ -198,6 +203,19 @@ def create(path, qemu_format, virtual_size, limits, timeout,
     except processutils.ProcessExecutionError as exc:
         raise exceptions.ConversionFailed(
             'qemu-img create of %s failed%s' % (
+                path, _limit_hint(exc.exit_code, limits)),
+            exc.exit_code, exc.stderr or '')
+
+
+def resize(path, qemu_format, virtual_size, limits, timeout):
+    """``qemu-img resize`` an image (grow only: callers check the size)."""
+    cmd = [QEMU_IMG, 'resize', '-f', qemu_format, path,
+           str(int(virtual_size))]
+    try:
+        _execute(*cmd, prlimit=process_limits(limits), timeout=timeout)
+    except processutils.ProcessExecutionError as exc:
+        raise exceptions.ConversionFailed(
+            'qemu-img resize of %s failed%s' % (
                 path, _limit_hint(exc.exit_code, limits)),
             exc.exit_code, exc.stderr or '')
 

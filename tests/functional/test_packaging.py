@@ -49,4 +49,4 @@ class TestWheel(unittest.TestCase):
                 [], [n for n in nova_files
                      if not n.startswith('nova/virt/xhv/')])
         self.assertIn('nova_xhv/driver.py', names)
-        self.assertIn('nova_xhv/backends/libvirt.py', names)
+        self.assertIn('nova_xhv/backends/libvirt/backend.py', names)

@@ -1,8 +1,6 @@
-"""XHV's vSphere backend, on pyvmomi (``[xhv] backend = vmware``)."""
+"""XHV's vSphere backend, on pyvmomi (``[xhv] backend = vmware``).
 
-try:
-    import pyVmomi  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the install
-    msg = ('the XHV vmware backend needs pyvmomi: pip install '
-           '"openstack-xhv[vmware]" (%s)' % exc)
-    raise ImportError(msg, name='pyVmomi') from exc
+Importing this package needs no pyvmomi: ``facts`` (the family's facts)
+is read by every compute and the scheduler.  ``backend`` names the
+missing extra.
+"""

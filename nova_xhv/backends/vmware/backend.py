@@ -21,12 +21,19 @@ from nova.virt import hardware
 import os_resource_classes as orc
 from oslo_log import log as logging
 from oslo_utils import versionutils
-from pyVmomi import vim
+
+try:
+    from pyVmomi import vim
+except ImportError as exc:  # pragma: no cover - depends on the install
+    msg = ('the XHV vmware backend needs pyvmomi: pip install '
+           '"openstack-xhv[vmware]" (%s)' % exc)
+    raise ImportError(msg, name='pyVmomi') from exc
 
 from nova_xhv.backends import base
 from nova_xhv.backends.vmware import datastore
 from nova_xhv.backends.vmware import disk_storage
 from nova_xhv.backends.vmware import errors
+from nova_xhv.backends.vmware import facts as vmware_facts
 from nova_xhv.backends.vmware import inventory
 from nova_xhv.backends.vmware import nfc
 from nova_xhv.backends.vmware import session as vsession
@@ -58,9 +65,7 @@ class UnsupportedRequest(exception.NovaException):
 
 class VMwareBackend(base.Backend):
 
-    family = 'vmware'
-    native_format = 'vmdk'
-    native_subformat = 'streamOptimized'
+    facts = vmware_facts.FAMILY
 
     capabilities = dict(
         driver.ComputeDriver.capabilities,
@@ -498,8 +503,11 @@ class VMwareBackend(base.Backend):
             memoryMB=instance.flavor.memory_mb,
             annotation=vmops.annotation(vmops.INSTANCE_MARKER, instance))
         if hardware and hardware.get('firmware'):
-            # The mapped firmware (bios/efi): staged VMs are made as BIOS.
             spec.firmware = hardware['firmware']
+        elif image_meta is not None:
+            # The mapped firmware (bios/efi) from the server's image
+            # properties: staged VMs are made as BIOS.
+            spec.firmware = vmops.firmware(image_meta)
         vmops.reconfigure(self._session, vm, spec, instance)
         vmops.grow_root_disk(self._session, vm, instance)
         if power_on:

@@ -17,7 +17,7 @@ from nova.network import model as network_model
 from nova import objects
 from oslo_utils import uuidutils
 
-from nova_xhv.backends import libvirt as libvirt_backend
+from nova_xhv.backends.libvirt import backend as libvirt_backend
 from nova_xhv import disk as xhv_disk
 from tests.fixtures import disks
 from tests.functional.libvirt import test_lifecycle

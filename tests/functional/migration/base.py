@@ -26,6 +26,7 @@ from tests.functional.vmware import test_nova as vmware_nova
 SECRET = 'xhv-test-exchange-secret'
 VMW = 'vmw1'
 KVM = 'kvm1'
+FAKE = 'fake1'
 
 
 def same_guest_data(path_a, fmt_a, path_b, fmt_b):
@@ -84,6 +85,9 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
                            exchange_ca_file=self.exchange_ca)
         for name, value in options.items():
             self.flags(group='xhv', **{name: value})
+        # The fake family's test bed: a folder.
+        self.fake_dir = tempfile.mkdtemp(prefix='xhv-fake-', dir=self.workdir)
+        self.flags(group='xhv_fake', disk_dir=self.fake_dir)
 
     def start_vmware(self, host=VMW):
         return self.start_compute(host, backend='vmware')
@@ -91,11 +95,18 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
     def start_kvm(self, host=KVM):
         return self.start_compute(host, backend='libvirt')
 
+    def start_fake(self, host=FAKE):
+        return self.start_compute(host, backend='fake')
+
+    def fake_disk(self, server, host=FAKE):
+        return os.path.join(self.fake_dir, host, server['id'], 'disk-0.vhdx')
+
     def hypervisor_guest_exists(self, server):
         return (vmware_nova.VMwareFunctionalTestCase.hypervisor_guest_exists(
             self, server)
             or nova_base.LibvirtFunctionalTestCase.hypervisor_guest_exists(
-                self, server))
+                self, server)
+            or os.path.exists(os.path.dirname(self.fake_disk(server))))
 
     def console_output(self, server):
         path = os.path.join(self.instance_dir(server), 'console.log')

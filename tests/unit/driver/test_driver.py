@@ -9,13 +9,13 @@ from nova import exception
 from oslo_config import fixture as config_fixture
 import testtools
 
-from nova_xhv.backends import libvirt as libvirt_backend
+from nova_xhv.backends.libvirt import backend as libvirt_backend
 import nova_xhv.conf
 from nova_xhv import driver as xhv_driver
 from tests.unit.driver import fake_backends
 
 FAKE_MODULE = 'tests.unit.driver.fake_backends'
-STOCK_LIBVIRT = {'libvirt': 'nova_xhv.backends.libvirt:LibvirtBackend'}
+STOCK_LIBVIRT = {'libvirt': 'nova_xhv.backends.libvirt.backend:LibvirtBackend'}
 FAKE_ENTRY_POINTS = {
     'recording': FAKE_MODULE + ':RecordingBackend',
     'not-a-backend': FAKE_MODULE + ':NotABackend',

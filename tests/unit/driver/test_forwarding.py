@@ -14,7 +14,7 @@ from nova.virt import event as virtevent
 import testtools
 
 from nova_xhv.backends import base
-from nova_xhv.backends import libvirt as libvirt_backend
+from nova_xhv.backends.libvirt import backend as libvirt_backend
 from nova_xhv import driver as xhv_driver
 from nova_xhv import forwarding
 
@@ -191,7 +191,8 @@ class TestLibvirtBackendForwarding(ForwardingContract, testtools.TestCase):
     def test_only_the_exchange_is_added(self):
         ours = {n for n in vars(libvirt_backend.LibvirtBackend)
                 if not n.startswith('_')}
-        self.assertEqual({'family', 'native_format', 'export_disks',
+        self.assertEqual({'facts', 'family', 'native_format',
+                          'native_subformat', 'export_disks',
                           'release_exported_disks', 'check_stageable',
                           'stage_disks', 'discard_staged_disks',
                           'spawn_from_disks'}, ours)

@@ -15,7 +15,7 @@ from nova import objects
 from oslo_config import fixture as config_fixture
 import testtools
 
-from nova_xhv.backends import libvirt as libvirt_backend
+from nova_xhv.backends.libvirt import backend as libvirt_backend
 import nova_xhv.conf
 from nova_xhv import disk as xhv_disk
 from tests.fixtures import disks
@@ -113,7 +113,7 @@ class TestStage(LibvirtBackendTestCase):
         # vSphere keeps no disk.eph0/disk.swap names: a non-boot disk from
         # there takes the name of the mapped disk of its size, in order.
         self.useFixture(fixtures.MockPatch(
-            'nova_xhv.backends.libvirt.expected_local_disks',
+            'nova_xhv.backends.libvirt.backend.expected_local_disks',
             return_value=[('disk.eph0', 4 * disks.MiB),
                           ('disk.eph1', 8 * disks.MiB),
                           ('disk.swap', 4 * disks.MiB)]))
@@ -133,7 +133,7 @@ class TestStage(LibvirtBackendTestCase):
 
     def test_a_disk_of_no_mapped_size_is_refused_before_staging(self):
         self.useFixture(fixtures.MockPatch(
-            'nova_xhv.backends.libvirt.expected_local_disks',
+            'nova_xhv.backends.libvirt.backend.expected_local_disks',
             return_value=[('disk.eph0', GiB), ('disk.swap', 64 * disks.MiB)]))
         odd = self.descriptor(self.qcow2('odd', bootable=False),
                               boot_index=None)
@@ -176,7 +176,7 @@ class TestStage(LibvirtBackendTestCase):
 
     def test_refuses_disks_without_a_place(self):
         self.useFixture(fixtures.MockPatch(
-            'nova_xhv.backends.libvirt.expected_local_disks',
+            'nova_xhv.backends.libvirt.backend.expected_local_disks',
             return_value=[]))
         self.assert_refused([self.descriptor(self.qcow2(), boot_index=None)],
                             'matches none of the ephemeral and swap disks',

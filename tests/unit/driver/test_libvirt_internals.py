@@ -1,7 +1,7 @@
 """The stock LibvirtDriver internals the KVM backend relies on.
 
-nova_xhv/backends/libvirt.py reaches into Nova's libvirt driver in a few
-places.  If a Nova release changes any of them, these tests fail loudly,
+nova_xhv/backends/libvirt/backend.py reaches into Nova's libvirt driver in a
+few places.  If a Nova release changes any of them, these tests fail loudly,
 naming what moved, before an import silently downloads from Glance or a
 disk export misses a disk.
 """
@@ -21,7 +21,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 from oslo_config import fixture as config_fixture
 import testtools
 
-from nova_xhv.backends import libvirt as libvirt_backend
+from nova_xhv.backends.libvirt import backend as libvirt_backend
 import nova_xhv.conf
 
 

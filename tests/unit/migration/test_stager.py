@@ -12,6 +12,7 @@ from nova import objects
 import pytest
 
 from nova_xhv import disk as xhv_disk
+from nova_xhv.migration import client as exchange_client
 from nova_xhv.migration import exchange
 from nova_xhv.migration import stager as move_stager
 from nova_xhv import translate
@@ -252,5 +253,30 @@ def test_direct_read_is_asked_for_and_checked(tmp_path, offer,
         # A wrong token gets nothing, and the exchange path stays.
         source.password = 'wrong'
         assert stager._direct_read(_Job(), source) is None
+    finally:
+        server.stop()
+
+
+def test_probe_of_the_original_has_its_own_route(tmp_path):
+    kept = {'u-1': 'migration-1.source'}
+    stager = move_stager.Stager(
+        RecordingBackend(str(tmp_path)), str(tmp_path / 'state'),
+        translate.ConvertOptions(), {}, original_lookup=kept.get)
+    server = exchange.ExchangeServer(
+        SECRET, bind_host='127.0.0.1', port=0, advertise_host='127.0.0.1',
+        use_tls=False, control_handler=stager)
+    server.start()
+    try:
+        client = exchange_client.ExchangeClient(SECRET, timeout=10)
+        assert client.probe_original(server.url, 'u-1', 'kvm') == \
+            'migration-1.source'
+        assert client.probe_original(server.url, 'u-2', 'kvm') is None
+        # A source of an older XHV asks through POST /stage.
+        assert client.stage_start(server.url, {
+            'probe_original': True, 'instance_uuid': 'u-1',
+            'key': 'probe-u-1'}) == {'original_key': 'migration-1.source'}
+        # Nothing was staged by either question.
+        assert stager.journal.records() == [] or \
+            list(stager.journal.records()) == []
     finally:
         server.stop()

@@ -42,7 +42,8 @@ def conf(tmp_path):
 def test_backend_loads(conf):
     result = status.check_backend(conf)
     assert result.code == SUCCESS
-    assert 'nova_xhv.backends.libvirt:LibvirtBackend' in result.details
+    assert 'nova_xhv.backends.libvirt.backend:LibvirtBackend' in \
+        result.details
 
 
 def test_unknown_backend_names_the_option(conf):

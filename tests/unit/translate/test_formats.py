@@ -52,20 +52,3 @@ def test_create_options():
     assert formats.create_options('vmdk') == ['subformat=streamOptimized']
     assert formats.create_options('vhdx') == ['subformat=dynamic']
     assert formats.create_options('raw') == []
-
-
-@pytest.mark.parametrize('family,expected', [
-    ('kvm', ('qcow2', None)), ('qemu', ('qcow2', None)),
-    ('libvirt', ('qcow2', None)),
-    ('vmware', ('vmdk', 'streamOptimized')),
-    ('VSphere', ('vmdk', 'streamOptimized')),
-    ('hyperv', ('vhdx', 'dynamic')), ('hyper-v', ('vhdx', 'dynamic')),
-    ('xen', ('vhd', 'dynamic')), ('xenserver', ('vhd', 'dynamic'))])
-def test_native_format(family, expected):
-    native = translate.native_format(family)
-    assert (native.format, native.subformat) == expected
-
-
-def test_native_format_unknown():
-    with pytest.raises(translate.UnsupportedFormat, match='powervm'):
-        translate.native_format('powervm')

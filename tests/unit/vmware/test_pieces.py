@@ -75,9 +75,10 @@ def test_sparse_header_gives_type_and_size():
 
 def test_missing_pyvmomi_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, 'pyVmomi', None)
-    monkeypatch.delitem(sys.modules, 'nova_xhv.backends.vmware')
+    monkeypatch.delitem(sys.modules, 'nova_xhv.backends.vmware.backend',
+                        raising=False)
     with pytest.raises(ImportError) as caught:
-        importlib.import_module('nova_xhv.backends.vmware')
+        importlib.import_module('nova_xhv.backends.vmware.backend')
     assert caught.value.name == 'pyVmomi'
     assert 'openstack-xhv[vmware]' in str(caught.value)
 

@@ -54,15 +54,18 @@ from nova import exception
 from nova import objects
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
-from oslo_concurrency import processutils
 from oslo_log import log as logging
 from oslo_serialization import jsonutils
 from oslo_utils.imageutils import format_inspector
 
 from nova_xhv.backends import base
+from nova_xhv.backends.libvirt import facts as kvm_facts
 import nova_xhv.conf
+from nova_xhv.conf import translate as translate_conf
 from nova_xhv import disk as xhv_disk
 from nova_xhv import forwarding
+from nova_xhv.translate import formats
+from nova_xhv.translate import qemu_img
 
 CONF = nova_xhv.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -194,8 +197,7 @@ _StockDriverForwarder = forwarding.delegating_driver(
 class LibvirtBackend(_StockDriverForwarder, base.Backend):
     """KVM/QEMU through Nova's stock libvirt driver."""
 
-    family = 'kvm'
-    native_format = 'qcow2'
+    facts = kvm_facts.FAMILY
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi)
@@ -239,8 +241,7 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
             os.chmod(export_dir, 0o700)
             export_path = os.path.join(export_dir, name + '.' + fmt)
             _remove(export_path)
-            processutils.execute('qemu-img', 'convert', '-f', fmt, '-O', fmt,
-                                 path, export_path)
+            _flatten(path, export_path, fmt, int(info['virtual-size']))
             os.chmod(export_path, 0o600)
             LOG.info('Flattened %s into %s for export', path, export_path,
                      instance=instance)
@@ -408,8 +409,9 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
     def _grow_to_flavor(instance, path, size):
         wanted = instance.flavor.root_gb * 1024 ** 3
         if wanted > size:
-            processutils.execute('qemu-img', 'resize', '-f', 'qcow2', path,
-                                 str(wanted))
+            options = _convert_options()
+            qemu_img.resize(path, 'qcow2', wanted, options.info_limits(),
+                            options.timeout_base)
             return wanted
         return size
 
@@ -469,11 +471,27 @@ def _with_hardware(image_meta, hardware):
     return image_meta
 
 
+def _convert_options():
+    # The operator's [xhv] limits and timeouts for every qemu-img run here.
+    return translate_conf.convert_options_from_conf(CONF.xhv)
+
+
 def _qemu_img_info(path, fmt):
     # -f always: never let qemu-img probe a guest-written file's format.
-    out, _err = processutils.execute(
-        'qemu-img', 'info', '--output=json', '--force-share', '-f', fmt, path)
-    return jsonutils.loads(out)
+    options = _convert_options()
+    return qemu_img.info(path, formats.qemu_driver(fmt),
+                         options.info_limits(), options.timeout_base,
+                         force_share=True)
+
+
+def _flatten(path, target, fmt, virtual_size):
+    """A self-contained copy of an overlay, in the same format."""
+    options = _convert_options()
+    driver = formats.qemu_driver(fmt)
+    qemu_img.run_convert(
+        qemu_img.convert_argv(path, driver, target, driver, progress=True),
+        options.long_limits(virtual_size),
+        options.timeout_for(virtual_size))
 
 
 def _write_disk_info(instance_dir, paths):

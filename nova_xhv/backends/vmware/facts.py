@@ -1,0 +1,36 @@
+"""What the vSphere family declares (see nova_xhv.backends.family)."""
+
+from nova_xhv.backends import family
+from nova_xhv.translate import formats
+
+FAMILY = family.Family(
+    name='vmware',
+    native_format=formats.VMDK,
+    native_subformat=formats.STREAM_OPTIMIZED,
+    # spawn translates what it fetches (see VMwareBackend.spawn).
+    spawn_formats=formats.FORMATS,
+    hypervisor_types=('vmware', 'vmware vcenter server', 'vmware esxi'),
+    image_hv_types=('vmware',),
+    aliases=('vsphere', 'esx', 'esxi', 'vmwareapi'),
+    hardware_names={
+        family.DISK_BUS: {'paravirtual': 'paraVirtual', 'scsi': 'lsiLogic',
+                          'sata': 'sata', 'ide': 'ide'},
+        family.NIC_MODEL: {'paravirtual': 'vmxnet3', 'e1000': 'e1000'},
+        family.FIRMWARE: {'bios': 'bios', 'uefi': 'efi'},
+    },
+    hardware_aliases={
+        family.DISK_BUS: {'lsiLogicsas': 'scsi', 'busLogic': 'scsi'},
+        family.NIC_MODEL: {'e1000e': 'e1000'},
+    },
+    image_properties={
+        family.DISK_BUS: {
+            'paravirtual': {'hw_disk_bus': 'scsi',
+                            'hw_scsi_model': 'vmpvscsi'},
+            'scsi': {'hw_disk_bus': 'scsi', 'hw_scsi_model': 'lsilogic'},
+            'sata': {'hw_disk_bus': 'sata'},
+            'ide': {'hw_disk_bus': 'ide'}},
+        family.NIC_MODEL: {
+            'paravirtual': {'hw_vif_model': 'vmxnet3'},
+            'e1000': {'hw_vif_model': 'e1000'}},
+    },
+)

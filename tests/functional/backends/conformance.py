@@ -1,0 +1,264 @@
+"""The backend contract (nova_xhv/backends/base.py), checked on a test bed.
+
+``BackendConformance`` is one reusable set of tests.  A family runs it by
+subclassing it in a ``test_*.py`` module and providing a ``bed`` fixture
+that returns a ``TestBed`` on the family's real test bed (fake: a
+temporary folder; vSphere: vcsim; KVM: libvirtd).  Nothing is mocked:
+every call goes to the backend, and the bed checks the hypervisor's own
+storage for leftovers.
+"""
+
+import hashlib
+import os
+
+from nova.compute import power_state
+from nova import exception
+from nova import objects
+import pytest
+
+from nova_xhv.backends import family
+from nova_xhv import disk as xhv_disk
+from nova_xhv import translate
+from nova_xhv.translate import formats
+from tests.fixtures import disks
+
+MiB = disks.MiB
+
+
+class TestBed(object):
+    """What a family's test bed provides to the conformance suite."""
+
+    #: The started backend under test.
+    backend = None
+    #: The request context backend calls get (None where none is needed).
+    context = None
+
+    def new_instance(self):
+        """A Nova Instance object this backend may create a guest for."""
+        raise NotImplementedError
+
+    def native_disk(self, folder, name, size=8 * MiB, bootable=True):
+        """A disk in the backend's native format, written by the engine."""
+        raw = os.path.join(folder, name + '.raw')
+        if bootable:
+            disks.make_bootable_disk(raw, virtual_size=size)
+        else:
+            disks.make_raw_disk(raw, size)
+        backend = self.backend
+        target = os.path.join(folder,
+                              '%s.%s' % (name, backend.native_format))
+        translate.convert(raw, target, to_format=backend.native_format,
+                          from_format='raw',
+                          subformat=backend.native_subformat)
+        os.unlink(raw)
+        info = translate.inspect_image(target,
+                                       claimed_format=backend.native_format)
+        return xhv_disk.DiskDescriptor(
+            format=backend.native_format, subformat=info.subformat,
+            virtual_size=info.virtual_size, path=target,
+            bus=backend.facts.native_name(family.DISK_BUS, 'sata'),
+            boot_index=0 if bootable else None)
+
+    def extra_disk(self, folder, name):
+        """A non-boot native disk this bed's instances have room for."""
+        return self.native_disk(folder, name, bootable=False)
+
+    def image_meta(self, instance):
+        """The ImageMeta a spawn of ``instance`` gets."""
+        return objects.ImageMeta.from_dict({'properties': {}})
+
+    def leftovers(self, instance):
+        """What the hypervisor's storage holds for ``instance`` (names)."""
+        raise NotImplementedError
+
+    def destroy(self, instance):
+        self.backend.destroy(self.context, instance, [], destroy_disks=True)
+
+
+def _sha256(reader):
+    digest = hashlib.sha256()
+    try:
+        for chunk in reader.iter_range(0, reader.size - 1, 1024 * 1024):
+            digest.update(chunk)
+    finally:
+        reader.close()
+    return digest.hexdigest()
+
+
+class BackendConformance(object):
+    """Every backend passes these (see module doc)."""
+
+    # -- helpers -----------------------------------------------------------
+
+    def _guest(self, bed, tmp_path, power_on=True, extra_disks=0):
+        instance = bed.new_instance()
+        folder = str(tmp_path / ('in-' + instance.uuid))
+        os.makedirs(folder)
+        incoming = [bed.native_disk(folder, 'boot')]
+        for n in range(extra_disks):
+            incoming.append(bed.extra_disk(folder, 'data%d' % n))
+        backend = bed.backend
+        backend.check_stageable(bed.context, instance, incoming)
+        staged = backend.stage_disks(bed.context, instance, incoming)
+        try:
+            backend.spawn_from_disks(bed.context, instance, staged, [],
+                                     bed.image_meta(instance),
+                                     power_on=power_on)
+        except Exception:
+            backend.discard_staged_disks(bed.context, instance, staged)
+            raise
+        return instance
+
+    # -- the family's facts ------------------------------------------------
+
+    def test_facts_are_complete(self, bed):
+        backend = bed.backend
+        facts = backend.facts
+        assert isinstance(facts, family.Family)
+        assert family.families()[facts.name] is facts
+        assert (backend.family, backend.native_format,
+                backend.native_subformat) == (
+            facts.name, facts.native_format, facts.native_subformat)
+        # The engine writes the native format.
+        assert formats.target_subformat(
+            facts.native_format, facts.native_subformat) == \
+            facts.native_subformat
+        assert set(facts.spawn_formats) <= set(formats.FORMATS)
+        for kind, classes in family.CLASSES.items():
+            for cls in classes:
+                native = facts.native_name(kind, cls)
+                assert facts.classify(kind, native) == cls, (kind, cls)
+                if kind != family.FIRMWARE:
+                    assert facts.image_properties[kind][cls]
+            for alias, cls in facts.hardware_aliases.get(kind, {}).items():
+                assert cls in classes and facts.classify(kind, alias) == cls
+        for hv_type in facts.hypervisor_types + facts.image_hv_types:
+            assert family.family_of_hv_type(hv_type) == facts.name
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def test_lifecycle_reports_honest_power_states(self, bed, tmp_path):
+        backend = bed.backend
+        instance = self._guest(bed, tmp_path)
+        try:
+            assert instance.uuid in backend.list_instance_uuids()
+            assert backend.get_info(instance).state == power_state.RUNNING
+            backend.power_off(instance)
+            assert backend.get_info(instance).state == power_state.SHUTDOWN
+            backend.power_on(bed.context, instance, [])
+            assert backend.get_info(instance).state == power_state.RUNNING
+            backend.reboot(bed.context, instance, [], 'HARD')
+            assert backend.get_info(instance).state == power_state.RUNNING
+        finally:
+            bed.destroy(instance)
+        assert instance.uuid not in backend.list_instance_uuids()
+        with pytest.raises(exception.InstanceNotFound):
+            backend.get_info(instance)
+        assert bed.leftovers(instance) == []
+
+    def test_spawn_powered_off_stays_off(self, bed, tmp_path):
+        instance = self._guest(bed, tmp_path, power_on=False)
+        try:
+            assert bed.backend.get_info(instance).state == \
+                power_state.SHUTDOWN
+        finally:
+            bed.destroy(instance)
+
+    # -- export ------------------------------------------------------------
+
+    def test_export_is_readable_and_never_changes_the_original(
+            self, bed, tmp_path):
+        backend = bed.backend
+        instance = self._guest(bed, tmp_path, extra_disks=1)
+        try:
+            backend.power_off(instance)
+            exported = backend.export_disks(bed.context, instance)
+            assert len(exported) == 2
+            assert exported[0].boot_index == 0
+            assert exported[1].boot_index is None
+            for disk in exported:
+                assert disk.format in formats.FORMATS
+                assert disk.virtual_size > 0
+                assert backend.facts.classify(family.DISK_BUS,
+                                              disk.bus) is not None
+            first = [_sha256(backend.open_exported_disk(d))
+                     for d in exported]
+            backend.release_exported_disks(bed.context, instance, exported)
+            # Idempotent, and the guest is whole afterwards.
+            backend.release_exported_disks(bed.context, instance, exported)
+            again = backend.export_disks(bed.context, instance)
+            assert [_sha256(backend.open_exported_disk(d))
+                    for d in again] == first
+            backend.release_exported_disks(bed.context, instance, again)
+            backend.power_on(bed.context, instance, [])
+            assert backend.get_info(instance).state == power_state.RUNNING
+        finally:
+            bed.destroy(instance)
+
+    def test_export_refuses_a_running_guest(self, bed, tmp_path):
+        instance = self._guest(bed, tmp_path)
+        try:
+            with pytest.raises(Exception):
+                bed.backend.export_disks(bed.context, instance)
+        finally:
+            bed.destroy(instance)
+
+    # -- stage and discard -------------------------------------------------
+
+    def test_failing_stage_leaves_nothing_behind(self, bed, tmp_path):
+        backend = bed.backend
+        instance = bed.new_instance()
+        folder = str(tmp_path / 'in')
+        os.makedirs(folder)
+        good = bed.native_disk(folder, 'boot')
+        bad = bed.native_disk(folder, 'data', bootable=False)
+        os.unlink(bad.path)  # vanished from the private folder mid-move
+        with pytest.raises(Exception):
+            backend.stage_disks(bed.context, instance, [good, bad])
+        assert bed.leftovers(instance) == []
+
+    def test_stage_refuses_a_foreign_format(self, bed, tmp_path):
+        backend = bed.backend
+        instance = bed.new_instance()
+        raw = str(tmp_path / 'boot.raw')
+        disks.make_bootable_disk(raw, virtual_size=8 * MiB)
+        foreign = xhv_disk.DiskDescriptor(
+            format='raw', virtual_size=os.path.getsize(raw), path=raw,
+            boot_index=0)
+        with pytest.raises(Exception):
+            backend.stage_disks(bed.context, instance, [foreign])
+        assert bed.leftovers(instance) == []
+        assert os.path.exists(raw)
+
+    def test_discard_is_idempotent(self, bed, tmp_path):
+        backend = bed.backend
+        instance = bed.new_instance()
+        folder = str(tmp_path / 'in')
+        os.makedirs(folder)
+        staged = backend.stage_disks(bed.context, instance, [
+            bed.native_disk(folder, 'boot')])
+        assert bed.leftovers(instance) != []
+        # Read back from a journal, as after a restart.
+        staged = [xhv_disk.DiskDescriptor.from_dict(d.to_dict())
+                  for d in staged]
+        backend.discard_staged_disks(bed.context, instance, staged)
+        assert bed.leftovers(instance) == []
+        backend.discard_staged_disks(bed.context, instance, staged)
+        assert bed.leftovers(instance) == []
+
+    def test_import_disks_discards_when_spawn_fails(self, bed, tmp_path):
+        backend = bed.backend
+        instance = self._guest(bed, tmp_path)
+        folder = str(tmp_path / 'again')
+        os.makedirs(folder)
+        try:
+            before = bed.leftovers(instance)
+            # The guest exists already: spawn refuses, staging is undone.
+            with pytest.raises(Exception):
+                backend.import_disks(
+                    bed.context, instance, [bed.native_disk(folder, 'boot')],
+                    [], bed.image_meta(instance))
+            assert bed.leftovers(instance) == before
+            assert backend.get_info(instance).state == power_state.RUNNING
+        finally:
+            bed.destroy(instance)

@@ -1,0 +1,48 @@
+"""The vSphere backend on its test bed: vcsim (patched build), over TLS."""
+
+import os
+
+import pytest
+
+from tests.fixtures.vcsim import vcsim  # noqa: F401
+from tests.functional.backends import conformance
+from tests.functional.vmware import conftest as vmware_bed
+from tests.functional.vmware.conftest import admin_si  # noqa: F401
+from tests.functional.vmware.conftest import conf  # noqa: F401
+from tests.functional.vmware.conftest import make_backend  # noqa: F401
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class VMwareBed(conformance.TestBed):
+
+    def __init__(self, backend, si, vcsim_info):
+        self.backend = backend
+        self.si = si
+        self.vcsim = vcsim_info
+
+    def new_instance(self):
+        return vmware_bed.make_instance()
+
+    def leftovers(self, instance):
+        view = self.si.content.viewManager.CreateContainerView(
+            self.si.content.rootFolder,
+            [vmware_bed.vmware_backend.vim.VirtualMachine], True)
+        try:
+            found = sorted(vm.name for vm in view.view
+                           if instance.uuid in vm.name)
+        finally:
+            view.Destroy()
+        folder = os.path.join(self.vcsim.datastore_dir(), instance.uuid)
+        if os.path.isdir(folder):
+            found += sorted(os.listdir(folder))
+        return found
+
+
+@pytest.fixture
+def bed(make_backend, admin_si, vcsim):  # noqa: F811
+    return VMwareBed(make_backend(), admin_si, vcsim)
+
+
+class TestVMwareConformance(conformance.BackendConformance):
+    pass

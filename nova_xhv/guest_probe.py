@@ -29,12 +29,14 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from xml.sax import saxutils
+
+from nova_xhv.translate import exceptions as translate_exceptions
+from nova_xhv.translate import qemu_img
 
 BOOT_MARKER = b'XHV-BOOT-OK'
 DEFAULT_URI = 'qemu:///system'
@@ -43,6 +45,7 @@ CACHE_DIRS = ('/run/xhv', os.path.join(tempfile.gettempdir(), 'xhv-run'))
 # Domains of the probe are named with this prefix and a random suffix.
 DOMAIN_PREFIX = 'xhv-probe-'
 POLL_INTERVAL = 0.05
+OVERLAY_TIMEOUT = 30
 
 ENV_VIRT_TYPE = 'XHV_LIBVIRT_VIRT_TYPE'
 ENV_CPU_MODE = 'XHV_LIBVIRT_CPU_MODE'
@@ -292,12 +295,11 @@ def try_config(config, disk, marker=BOOT_MARKER, disk_format='raw',
     conn = None
     dom = None
     try:
-        made = subprocess.run(
-            ['qemu-img', 'create', '-q', '-f', 'qcow2', '-b',
-             os.path.abspath(disk), '-F', disk_format, overlay],
-            capture_output=True, text=True)
-        if made.returncode:
-            return 'qemu-img create: %s' % _first_line(made.stderr)
+        try:
+            qemu_img.create_overlay(overlay, disk, disk_format,
+                                    timeout=OVERLAY_TIMEOUT)
+        except translate_exceptions.TranslationError as exc:
+            return _first_line(str(exc))
         os.chmod(overlay, 0o644)
         conn = libvirt.open(uri)
         xml = domain_xml(config, name, overlay, 'qcow2', console,

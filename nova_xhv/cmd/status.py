@@ -17,7 +17,6 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -26,6 +25,8 @@ from oslo_config import cfg
 from oslo_upgradecheck import upgradecheck
 
 from nova_xhv import guest_probe
+from nova_xhv.translate import exceptions as translate_exceptions
+from nova_xhv.translate import qemu_img
 
 Code = upgradecheck.Code
 Result = upgradecheck.Result
@@ -275,22 +276,15 @@ def _settings(config):
 # -- translation ------------------------------------------------------------
 
 def check_translation_tools(conf):
-    missing = [tool for tool in ('qemu-img', 'qemu-nbd')
-               if shutil.which(tool) is None]
+    missing = qemu_img.missing_tools()
     if missing:
         return failure('%s not found on PATH.' % ' and '.join(missing),
                        'install qemu-utils (Debian/Ubuntu) or '
                        'qemu-img (RHEL).')
     try:
-        helped = subprocess.run(['qemu-img', '--help'], capture_output=True,
-                                text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return failure('qemu-img --help fails: %s' % _first_line(error),
-                       'reinstall qemu-utils.')
-    formats = set()
-    for line in helped.stdout.splitlines():
-        if line.startswith('Supported formats:'):
-            formats.update(line.split(':', 1)[1].split())
+        formats = qemu_img.block_drivers(timeout=30)
+    except translate_exceptions.TranslationError as error:
+        return failure(_first_line(error), 'reinstall qemu-utils.')
     absent = [d for d in NEEDED_BLOCK_DRIVERS if d not in formats]
     if absent:
         return failure('qemu-img lacks the block driver(s) %s.'

@@ -2,7 +2,7 @@
 
 Every XHV nova-compute serves the disk exchange endpoint
 (nova_xhv.migration.exchange); the options below configure it, the staged
-move (nova_xhv.migration.flow / stager), the hardware mapping
+move (nova_xhv.migration.source_side / destination_side), the hardware mapping
 (nova_xhv.migration.hardware) and the scheduler filter
 (nova_xhv.scheduler).
 """

@@ -16,7 +16,7 @@ it is built on the standard library, which eventlet patches).  It serves:
     Control requests from other computes, signed with the shared
     ``[xhv] exchange_secret`` for this endpoint's ``host:port``
     (nova_xhv.migration.signing), handed to a handler object
-    (nova_xhv.migration.stager.Stager on a destination).
+    (nova_xhv.migration.destination_side.DestinationStager on a destination).
 
 Anything may connect, so requests are read strictly and within bounds
 (nova_xhv.migration.http_request: a 4xx for every malformed one, the body

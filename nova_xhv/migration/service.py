@@ -2,9 +2,10 @@
 
 ``MoveService`` is built by XHVDriver around its backend.  It owns the
 exchange endpoint (started in ``init_host``), the destination-side
-``Stager``, the source-side ``SourceMove`` and the journal of unfinished
-moves, and implements each step XHVDriver's overrides name: move out,
-finish, confirm, revert, reclaim, and the cleanup of leftovers at start.
+``DestinationStager``, the source-side ``SourceMove`` and the journal of
+unfinished moves, and implements each step XHVDriver's overrides name: move
+out, finish, confirm, revert, reclaim, and the cleanup of leftovers at
+start.
 """
 
 import os
@@ -18,11 +19,11 @@ from oslo_serialization import jsonutils
 from nova_xhv.backends import family as backend_family
 from nova_xhv import disk as xhv_disk
 from nova_xhv.migration import client as exchange_client
+from nova_xhv.migration import destination_side
 from nova_xhv.migration import exchange
-from nova_xhv.migration import flow
 from nova_xhv.migration import hardware
 from nova_xhv.migration import journal as move_journal
-from nova_xhv.migration import stager as move_stager
+from nova_xhv.migration import source_side
 
 LOG = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class MoveService(object):
     """The one door from XHVDriver (nova_xhv/driver.py) into moves.
 
     Whether a move crosses families is decided once, on the source, by
-    ``crosses_family`` (``flow.crosses_families``); what follows reads
+    ``crosses_family`` (``source_side.crosses_families``); what follows reads
     that decision from the move's own records: the disk_info the source
     returns (``incoming_move``) and the source's journal
     (``source_record``).
@@ -85,7 +86,7 @@ class MoveService(object):
         state_dir = os.path.join(self._conf['migration_state_dir'], host)
         self.journal = move_journal.Journal(state_dir)
         c = self._conf
-        self.stager = move_stager.Stager(
+        self.stager = destination_side.DestinationStager(
             self.backend, state_dir, self._convert_options,
             {'ca_file': c['exchange_ca_file'],
              'insecure': c['exchange_insecure']},
@@ -136,11 +137,11 @@ class MoveService(object):
     def advertise(self, resources):
         """Add what moves need to get_available_resource's answer."""
         stats = dict(resources.get('stats') or {})
-        stats[flow.STAT_FAMILY] = self.family
+        stats[source_side.STAT_FAMILY] = self.family
         if self.server is not None and self.server.url:
-            stats[flow.STAT_URL] = self.server.url
+            stats[source_side.STAT_URL] = self.server.url
             accepts = self.accepted_families()
-            stats[flow.STAT_ACCEPTS] = ','.join(accepts)
+            stats[source_side.STAT_ACCEPTS] = ','.join(accepts)
             if self._conf['new_boot_families']:
                 stats['xhv_new_boot'] = ','.join(
                     self._conf['new_boot_families'])
@@ -170,11 +171,11 @@ class MoveService(object):
 
     @staticmethod
     def destination_of(context, instance):
-        """Where a move of ``instance`` goes (flow.destination_of)."""
-        return flow.destination_of(context, instance)
+        """Where a move of ``instance`` goes (source_side.destination_of)."""
+        return source_side.destination_of(context, instance)
 
     def crosses_family(self, destination):
-        return flow.crosses_families(self.family, destination.family)
+        return source_side.crosses_families(self.family, destination.family)
 
     @staticmethod
     def incoming_move(disk_info):
@@ -182,7 +183,7 @@ class MoveService(object):
 
         None for a same-family move: the backend's own business.
         """
-        return flow.cross_family_disk_info(disk_info)
+        return source_side.cross_family_disk_info(disk_info)
 
     @staticmethod
     def is_moved_copy(instance):
@@ -191,9 +192,9 @@ class MoveService(object):
 
     def _require_enabled(self):
         if not self.enabled or self.server is None:
-            raise flow.MoveFailed('[xhv] exchange_secret is not set on this '
-                                  'compute: it cannot move servers to '
-                                  'another hypervisor family')
+            raise source_side.MoveFailed(
+                '[xhv] exchange_secret is not set on this compute: it cannot '
+                'move servers to another hypervisor family')
 
     def move_out(self, context, instance, destination, network_info,
                  block_device_info, timeout, retry_interval):
@@ -202,7 +203,7 @@ class MoveService(object):
         if reclaim:
             return self._hand_back(context, instance, destination, reclaim,
                                    timeout, retry_interval)
-        move = flow.SourceMove(
+        move = source_side.SourceMove(
             self.backend, self.host, self.server, self.client, self.journal,
             self._conf['migration_stage_timeout'],
             self._conf['migration_poll_interval'], self._stopping)
@@ -212,7 +213,8 @@ class MoveService(object):
     def source_record(self, migration):
         if self.journal is None:
             return None
-        record = self.journal.read(flow.source_record_key(migration.uuid))
+        record = self.journal.read(
+            source_side.source_record_key(migration.uuid))
         return record if record and record.get('role') == SOURCE else None
 
     def confirm(self, context, migration, instance, network_info):
@@ -225,7 +227,7 @@ class MoveService(object):
         except exception.InstanceNotFound:
             pass  # a reclaimed or already removed original
         self._discard_local_stage_leftovers(instance)
-        self.journal.remove(flow.source_record_key(migration.uuid))
+        self.journal.remove(source_side.source_record_key(migration.uuid))
         hardware.forget_original(instance.system_metadata)
         instance.save()
 
@@ -248,7 +250,7 @@ class MoveService(object):
         if power_on:
             self.backend.power_on(context, instance, network_info,
                                   block_device_info)
-        self.journal.remove(flow.source_record_key(migration.uuid))
+        self.journal.remove(source_side.source_record_key(migration.uuid))
 
     def _release_recorded(self, context, instance, record):
         exported = [xhv_disk.DiskDescriptor.from_dict(d)
@@ -313,14 +315,14 @@ class MoveService(object):
             pass  # finish_migration failed before the guest existed
         # Whatever the failed finish left here goes at confirm.
         self.journal.write(
-            flow.source_record_key(destination.migration.uuid),
+            source_side.source_record_key(destination.migration.uuid),
             {'role': SOURCE, 'instance_uuid': instance.uuid,
              'dest_url': destination.url, 'exported': [],
              'hand_back': True})
         LOG.info('Instance %s: its original on %s is intact; moving back '
                  'without copying data', instance.uuid, destination.host,
                  instance=instance)
-        return jsonutils.dumps({flow.DISK_INFO_MARK: 1, 'reclaim': True,
+        return jsonutils.dumps({source_side.DISK_INFO_MARK: 1, 'reclaim': True,
                                 'key': destination.migration.uuid,
                                 'original_key': original_key,
                                 'source_family': self.family,

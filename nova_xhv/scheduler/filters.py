@@ -28,7 +28,7 @@ from nova import objects
 from nova.scheduler import filters
 from oslo_log import log as logging
 
-from nova_xhv.migration import flow
+from nova_xhv.migration import source_side
 
 LOG = logging.getLogger(__name__)
 
@@ -47,14 +47,14 @@ class XHVMoveFilter(filters.BaseHostFilter):
 
     def host_passes(self, host_state, spec_obj):
         stats = host_state.stats or {}
-        family = stats.get(flow.STAT_FAMILY)
+        family = stats.get(source_side.STAT_FAMILY)
         if not family:
             return True  # not an XHV compute: the stock filters decide
         if _is_move(spec_obj):
             source = self._source_family(spec_obj)
-            if not flow.crosses_families(source, family):
+            if not source_side.crosses_families(source, family):
                 return True
-            accepts = [f for f in (stats.get(flow.STAT_ACCEPTS) or ''
+            accepts = [f for f in (stats.get(source_side.STAT_ACCEPTS) or ''
                                    ).split(',') if f]
             if source not in accepts:
                 LOG.debug('%s (%s) does not take servers from %s ([xhv] '
@@ -63,8 +63,8 @@ class XHVMoveFilter(filters.BaseHostFilter):
                 return False
             return True
         hv_type = _image_hv_type(spec_obj)
-        pinned = flow.family_of_hv_type(hv_type)
-        if not flow.crosses_families(pinned, family):
+        pinned = source_side.family_of_hv_type(hv_type)
+        if not source_side.crosses_families(pinned, family):
             return True
         allowed = [f.strip().lower() for f in (
             stats.get('xhv_new_boot') or '').split(',') if f.strip()]
@@ -125,8 +125,8 @@ def _lookup_family(spec_obj, host):
                     host, error)
         return None
     for node in nodes:
-        family = ((node.stats or {}).get(flow.STAT_FAMILY)
-                  or flow.family_of_hv_type(node.hypervisor_type))
+        family = ((node.stats or {}).get(source_side.STAT_FAMILY)
+                  or source_side.family_of_hv_type(node.hypervisor_type))
         if family:
             return family
     return None

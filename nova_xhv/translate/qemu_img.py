@@ -30,6 +30,7 @@ from nova_xhv.translate import exceptions
 LOG = logging.getLogger(__name__)
 
 QEMU_IMG = 'qemu-img'
+QEMU_NBD = 'qemu-nbd'
 _PROGRESS_RE = re.compile(rb'\((\d+(?:\.\d+)?)/100%\)')
 _KILL_GRACE = 5.0
 
@@ -205,6 +206,49 @@ def create(path, qemu_format, virtual_size, limits, timeout,
             'qemu-img create of %s failed%s' % (
                 path, _limit_hint(exc.exit_code, limits)),
             exc.exit_code, exc.stderr or '')
+
+
+def create_overlay(path, backing, backing_format, timeout):
+    """A qcow2 overlay over ``backing``, a file the caller made and trusts.
+
+    For throwaway guests that must never write their disk (the guest
+    probe); never for a user's image: those are opened through block_spec.
+    """
+    cmd = [QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-b',
+           os.path.abspath(backing), '-F', backing_format,
+           os.path.abspath(path)]
+    try:
+        _execute(*cmd, timeout=timeout)
+    except (OSError, processutils.ProcessExecutionError) as exc:
+        raise exceptions.ConversionFailed(
+            'qemu-img create of the overlay %s failed: %s' % (
+                path, _first_line(exc)),
+            getattr(exc, 'exit_code', None), getattr(exc, 'stderr', ''))
+
+
+def missing_tools():
+    """The qemu programs the engine runs that are not on PATH."""
+    return [tool for tool in (QEMU_IMG, QEMU_NBD)
+            if shutil.which(tool) is None]
+
+
+def block_drivers(timeout):
+    """The block drivers this qemu-img was built with (``--help``)."""
+    try:
+        out, _err = _execute(QEMU_IMG, '--help', timeout=timeout)
+    except (OSError, processutils.ProcessExecutionError) as exc:
+        raise exceptions.TranslationError(
+            'qemu-img --help failed: %s' % _first_line(exc))
+    drivers = set()
+    for line in out.splitlines():
+        if line.startswith('Supported formats:'):
+            drivers.update(line.split(':', 1)[1].split())
+    return drivers
+
+
+def _first_line(error):
+    text = (getattr(error, 'stderr', None) or str(error) or '').strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def resize(path, qemu_format, virtual_size, limits, timeout):

@@ -14,7 +14,7 @@ import time
 
 from oslo_serialization import jsonutils
 
-from nova_xhv.migration import flow
+from nova_xhv.migration import source_side
 from nova_xhv import translate
 from tests.fixtures import disks
 from tests.functional.migration import base
@@ -78,7 +78,7 @@ class BenchKVMToVMware(base.CrossHypervisorTestCase):
 
         def timed_finish(context, migration, instance, disk_info, *args,
                          **kwargs):
-            seen['disk_info'] = flow.cross_family_disk_info(disk_info)
+            seen['disk_info'] = source_side.cross_family_disk_info(disk_info)
             started = time.monotonic()
             try:
                 return real_finish(context, migration, instance, disk_info,

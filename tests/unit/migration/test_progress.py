@@ -2,7 +2,7 @@
 
 from unittest import mock
 
-from nova_xhv.migration import flow
+from nova_xhv.migration import source_side
 
 
 class RecordingInstance(object):
@@ -22,13 +22,13 @@ class RecordingInstance(object):
 def test_each_new_percent_is_saved_once_and_clamped():
     instance = RecordingInstance()
     for percent in (10, 10, 55, 120, -3):
-        flow.report_progress(instance, percent)
+        source_side.report_progress(instance, percent)
     assert instance.saved == [10, 55, 100, 0]
 
 
 def test_a_failed_save_never_fails_the_move():
     instance = RecordingInstance(fail_save=True)
-    with mock.patch.object(flow.LOG, 'warning') as warning:
-        flow.report_progress(instance, 40)
+    with mock.patch.object(source_side.LOG, 'warning') as warning:
+        source_side.report_progress(instance, 40)
     assert instance.progress == 40
     assert warning.called

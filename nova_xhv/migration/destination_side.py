@@ -1,6 +1,7 @@
 """Destination side of a move: pull, inspect, translate, stage.
 
-``Stager`` is the control handler of a destination's exchange endpoint.
+``DestinationStager`` is the control handler of a destination's exchange
+endpoint.
 ``POST /stage`` starts one job per move (keyed by the Migration uuid) in a
 background thread; for each disk the job streams the source's published
 disk straight into the translation engine (qemu's curl driver reads it
@@ -72,7 +73,7 @@ class _Job(object):
                     'staged': [d.to_dict() for d in self.staged]}
 
 
-class Stager(object):
+class DestinationStager(object):
     """Runs staging jobs for the backend of this compute."""
 
     def __init__(self, backend, state_dir, convert_options, remote_options,

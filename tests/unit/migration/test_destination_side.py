@@ -13,8 +13,8 @@ import pytest
 
 from nova_xhv import disk as xhv_disk
 from nova_xhv.migration import client as exchange_client
+from nova_xhv.migration import destination_side
 from nova_xhv.migration import exchange
-from nova_xhv.migration import stager as move_stager
 from nova_xhv import translate
 from tests.fixtures import disks
 
@@ -114,8 +114,9 @@ def _wait(stager, key, states=('done', 'failed', 'discarded'), timeout=60):
 
 
 def _stager(backend, tmp_path, **kwargs):
-    return move_stager.Stager(backend, str(tmp_path / 'state'),
-                              translate.ConvertOptions(), {}, **kwargs)
+    return destination_side.DestinationStager(
+        backend, str(tmp_path / 'state'), translate.ConvertOptions(), {},
+        **kwargs)
 
 
 def test_stage_pulls_translates_and_journals(source, lookup, tmp_path):
@@ -243,7 +244,7 @@ def test_direct_read_is_asked_for_and_checked(tmp_path, offer,
     try:
         disk_id, token = server.publisher.publish(
             _OfferingReader(path, offer))
-        stager = move_stager.Stager(
+        stager = destination_side.DestinationStager(
             RecordingBackend(str(tmp_path)), str(tmp_path / 'state'),
             translate.ConvertOptions(), {'insecure': insecure_peers})
         source = translate.RemoteSource(server.disk_url(disk_id), 'raw',
@@ -259,7 +260,7 @@ def test_direct_read_is_asked_for_and_checked(tmp_path, offer,
 
 def test_probe_of_the_original_has_its_own_route(tmp_path):
     kept = {'u-1': 'migration-1.source'}
-    stager = move_stager.Stager(
+    stager = destination_side.DestinationStager(
         RecordingBackend(str(tmp_path)), str(tmp_path / 'state'),
         translate.ConvertOptions(), {}, original_lookup=kept.get)
     server = exchange.ExchangeServer(

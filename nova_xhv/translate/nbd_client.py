@@ -28,19 +28,12 @@ class NBDError(Exception):
     """The NBD server refused or broke the conversation."""
 
 
-class NBDWriter(object):
-    """Writes to one NBD export; use as a context manager."""
+class NBDConnection(object):
+    """One client connection to an NBD server; use as a context manager.
 
-    def __init__(self, sock, export_name=b''):
-        self._sock = sock
-        # handle -> (command, offset, length); qemu-nbd may answer out of
-        # order.
-        self._in_flight = collections.OrderedDict()
-        self._next_handle = 1
-        self.size, self._flags = self._handshake(export_name)
-        if self._flags & nbd.TX_READ_ONLY:
-            raise NBDError('the NBD export is read-only')
-        self.bytes_written = 0
+    What every NBD client of XHV's shares: connecting, exact reads, the
+    polite disconnect.  Subclasses shake hands in ``__init__``.
+    """
 
     @classmethod
     def connect_unix(cls, path, export_name=b''):
@@ -58,6 +51,48 @@ class NBDWriter(object):
     def __exit__(self, *exc):
         self.close()
         return False
+
+    def close(self):
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendall(_REQUEST.pack(nbd.REQUEST_MAGIC, 0,
+                                             nbd.CMD_DISC, 0, 0, 0))
+        except OSError:
+            pass
+        self._sock.close()
+        self._sock = None
+
+    def _recv_into(self, view):
+        while len(view):
+            try:
+                n = self._sock.recv_into(view)
+            except OSError as error:
+                raise NBDError('the NBD server closed the connection: %s'
+                               % error)
+            if not n:
+                raise NBDError('the NBD server closed the connection')
+            view = view[n:]
+
+    def _recv(self, length):
+        buf = bytearray(length)
+        self._recv_into(memoryview(buf))
+        return bytes(buf)
+
+
+class NBDWriter(NBDConnection):
+    """Writes to one NBD export; use as a context manager."""
+
+    def __init__(self, sock, export_name=b''):
+        self._sock = sock
+        # handle -> (command, offset, length); qemu-nbd may answer out of
+        # order.
+        self._in_flight = collections.OrderedDict()
+        self._next_handle = 1
+        self.size, self._flags = self._handshake(export_name)
+        if self._flags & nbd.TX_READ_ONLY:
+            raise NBDError('the NBD export is read-only')
+        self.bytes_written = 0
 
     # -- handshake ---------------------------------------------------------
 
@@ -110,17 +145,6 @@ class NBDWriter(object):
         while self._in_flight:
             self._reap()
 
-    def close(self):
-        if self._sock is None:
-            return
-        try:
-            self._sock.sendall(_REQUEST.pack(nbd.REQUEST_MAGIC, 0,
-                                             nbd.CMD_DISC, 0, 0, 0))
-        except OSError:
-            pass
-        self._sock.close()
-        self._sock = None
-
     def _send(self, command, offset, length, parts):
         while len(self._in_flight) >= MAX_IN_FLIGHT:
             self._reap()
@@ -149,16 +173,3 @@ class NBDWriter(object):
             raise NBDError('the NBD server failed the %s: %s' % (
                 what, os.strerror(error) if error in errno.errorcode
                 else 'error %d' % error))
-
-    def _recv(self, length):
-        data = bytearray()
-        while len(data) < length:
-            try:
-                chunk = self._sock.recv(length - len(data))
-            except OSError as error:
-                raise NBDError('the NBD server closed the connection: %s'
-                               % error)
-            if not chunk:
-                raise NBDError('the NBD server closed the connection')
-            data += chunk
-        return bytes(data)

@@ -11,7 +11,6 @@ writer's own pipeline keeps the cores busy meanwhile).
 
 import errno
 import os
-import socket
 import struct
 
 from nova_xhv.translate import nbd_client
@@ -35,7 +34,7 @@ def _strerror(error):
     return 'error %d' % error
 
 
-class NBDReader(object):
+class NBDReader(nbd_client.NBDConnection):
     """Reads one NBD export; use as a context manager."""
 
     def __init__(self, sock, export_name=b''):
@@ -43,34 +42,6 @@ class NBDReader(object):
         self._handle = 0
         self._context_id = None
         self.size = self._handshake(export_name)
-
-    @classmethod
-    def connect_unix(cls, path, export_name=b''):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(path)
-            return cls(sock, export_name)
-        except BaseException:
-            sock.close()
-            raise
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def close(self):
-        if self._sock is None:
-            return
-        try:
-            self._sock.sendall(_REQUEST.pack(nbd.REQUEST_MAGIC, 0,
-                                             nbd.CMD_DISC, 0, 0, 0))
-        except OSError:
-            pass
-        self._sock.close()
-        self._sock = None
 
     # -- handshake ---------------------------------------------------------
 
@@ -234,19 +205,3 @@ class NBDReader(object):
             raise NBDError('the NBD server answered %d of %d bytes'
                            % (got, length))
         return buf
-
-    def _recv_into(self, view):
-        while len(view):
-            try:
-                n = self._sock.recv_into(view)
-            except OSError as error:
-                raise NBDError('the NBD server closed the connection: %s'
-                               % error)
-            if not n:
-                raise NBDError('the NBD server closed the connection')
-            view = view[n:]
-
-    def _recv(self, length):
-        buf = bytearray(length)
-        self._recv_into(memoryview(buf))
-        return bytes(buf)

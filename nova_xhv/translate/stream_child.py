@@ -9,38 +9,17 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
-from nova_xhv.translate import child_environ
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import nbd_client
+from nova_xhv.translate import qemu_nbd
 from nova_xhv.translate import remote
 from nova_xhv.translate import vmdk_stream
 
-QEMU_NBD = 'qemu-nbd'
 # qemu's output cache modes the engine chooses from (qemu_img.CACHE_*).
 CACHE_MODES = ('none', 'unsafe')
-_STARTUP_TIMEOUT = 30.0
-_PROGRESS_INTERVAL = 0.5
-
-
-class _Progress(object):
-    """Prints ``(NN.NN/100%)`` as qemu-img -p does, twice a second."""
-
-    def __init__(self, total):
-        self._total = max(total, 1)
-        self._last = 0.0
-
-    def update(self, done, force=False):
-        now = time.monotonic()
-        if force or now - self._last >= _PROGRESS_INTERVAL:
-            self._last = now
-            sys.stdout.write('    (%.2f/100%%)\r' % min(
-                100.0, 100.0 * done / self._total))
-            sys.stdout.flush()
 
 
 def _open_source(config, folder):
@@ -146,57 +125,18 @@ def _open_stream(source, size):
 
 
 def _start_qemu_nbd(config, folder):
-    sock_path = os.path.join(folder, 'nbd.sock')
     cache = config['cache']
     if cache not in CACHE_MODES:
         raise exceptions.ConversionFailed('unknown output cache mode %r'
                                           % cache)
-    argv = list(config['limit_argv']) + [
-        QEMU_NBD, '--format=%s' % config['output_format'],
-        '--socket=%s' % sock_path, '--export-name=', '--shared=1',
-        # As qemu-img convert writes: O_DIRECT (none) or the page cache
-        # without flushes (unsafe); the engine inspects and links the file
-        # afterwards.
-        '--cache=%s' % cache,
-        '--discard=ignore',
-        config['output']]
-    # Its messages go to a file: a pipe nobody reads could fill and stall it.
-    with open(os.path.join(folder, 'qemu-nbd.log'), 'wb') as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=log,
-                                env=child_environ.for_qemu())
-    deadline = time.monotonic() + _STARTUP_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            raise exceptions.ConversionFailed(
-                'qemu-nbd exited with %s before serving the output'
-                % proc.returncode, proc.returncode, _qemu_nbd_log(folder))
-        if os.path.exists(sock_path):
-            try:
-                return proc, nbd_client.NBDWriter.connect_unix(sock_path)
-            except (ConnectionRefusedError, FileNotFoundError):
-                pass
-            except (ConnectionResetError, BrokenPipeError,
-                    nbd_client.NBDError):
-                # It listened, then went away (e.g. it could not open the
-                # output): its exit status, checked above, says why.
-                try:
-                    proc.wait(1)
-                except subprocess.TimeoutExpired:
-                    pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise exceptions.ConversionFailed(
-                'qemu-nbd did not listen within %.0f s' % _STARTUP_TIMEOUT)
-        time.sleep(0.01)  # polling a socket file that qemu-nbd creates
-
-
-def _qemu_nbd_log(folder):
-    try:
-        with open(os.path.join(folder, 'qemu-nbd.log'), 'rb') as f:
-            return f.read()[-4000:].decode('utf-8', 'replace')
-    except OSError:
-        return ''
+    return qemu_nbd.start(
+        config['limit_argv'],
+        ['--format=%s' % config['output_format'],
+         # As qemu-img convert writes: O_DIRECT (none) or the page cache
+         # without flushes (unsafe); the engine inspects and links the file
+         # afterwards.
+         '--cache=%s' % cache, '--discard=ignore', config['output']],
+        folder, nbd_client.NBDWriter, 'the output')
 
 
 def _copy(decoder, writer, progress):
@@ -231,7 +171,7 @@ def convert(config):
                 'qemu-nbd serves %d bytes, the disk has %d' % (
                     writer.size, config['capacity']))
         decoder = vmdk_stream.Decoder(read, int(config['capacity']))
-        progress = _Progress(size)
+        progress = qemu_nbd.Progress(size)
         progress.update(0, force=True)
         _copy(decoder, writer, progress)
         if not decoder.saw_end_marker and decoder.consumed != size:
@@ -245,7 +185,7 @@ def convert(config):
         if returncode:
             raise exceptions.ConversionFailed(
                 'qemu-nbd exited with %d while writing the output'
-                % returncode, returncode, _qemu_nbd_log(folder))
+                % returncode, returncode, qemu_nbd.log_tail(folder))
         progress.update(decoder.consumed, force=True)
     finally:
         if writer is not None:

@@ -15,41 +15,20 @@ import mmap
 import os
 import queue
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 from nova_xhv.translate import block_spec
-from nova_xhv.translate import child_environ
 from nova_xhv.translate import exceptions
 from nova_xhv.translate import nbd_client
 from nova_xhv.translate import nbd_protocol as nbd
 from nova_xhv.translate import nbd_reader
+from nova_xhv.translate import qemu_nbd
 from nova_xhv.translate import vmdk_writer
 
-QEMU_NBD = 'qemu-nbd'
-_STARTUP_TIMEOUT = 30.0
-_PROGRESS_INTERVAL = 0.5
 _READ_AHEAD = 2  # chunks of up to 4 MiB read ahead of the writer
 _OUTPUT_BUFFER = 8 * 1024 * 1024  # a multiple of any O_DIRECT alignment
-
-
-class _Progress(object):
-    """Prints ``(NN.NN/100%)`` as qemu-img -p does, twice a second."""
-
-    def __init__(self, total):
-        self._total = max(total, 1)
-        self._last = 0.0
-
-    def update(self, done, force=False):
-        now = time.monotonic()
-        if force or now - self._last >= _PROGRESS_INTERVAL:
-            self._last = now
-            sys.stdout.write('    (%.2f/100%%)\r' % min(
-                100.0, 100.0 * done / self._total))
-            sys.stdout.flush()
 
 
 class Output(object):
@@ -144,43 +123,14 @@ def _write_all(fd, view):
 
 def _start_qemu_nbd(config, folder):
     """qemu-nbd serving the source read-only; (process, NBDReader)."""
-    sock_path = os.path.join(folder, 'nbd.sock')
     source = config['source']
     # An explicit block-node spec (block_spec) names its checked driver
     # itself; --format beside it could only disagree with it.
     fmt = ([] if source.startswith(block_spec.JSON_PREFIX)
            else ['--format=%s' % config['source_format']])
-    argv = list(config['limit_argv']) + [QEMU_NBD, '--read-only'] + fmt + [
-        '--socket=%s' % sock_path, '--export-name=', '--shared=1', source]
-    with open(os.path.join(folder, 'qemu-nbd.log'), 'wb') as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=log,
-                                env=child_environ.for_qemu())
-    deadline = time.monotonic() + _STARTUP_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            raise exceptions.ConversionFailed(
-                'qemu-nbd exited with %s before serving the source: %s' % (
-                    proc.returncode, _qemu_nbd_log(folder)),
-                proc.returncode, _qemu_nbd_log(folder))
-        if os.path.exists(sock_path):
-            try:
-                return proc, nbd_reader.NBDReader.connect_unix(sock_path)
-            except (ConnectionRefusedError, FileNotFoundError):
-                pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise exceptions.ConversionFailed(
-                'qemu-nbd did not listen within %.0f s' % _STARTUP_TIMEOUT)
-        time.sleep(0.01)  # polling a socket file that qemu-nbd creates
-
-
-def _qemu_nbd_log(folder):
-    try:
-        with open(os.path.join(folder, 'qemu-nbd.log'), 'rb') as f:
-            return f.read()[-4000:].decode('utf-8', 'replace').strip()
-    except OSError:
-        return ''
+    return qemu_nbd.start(config['limit_argv'], ['--read-only'] + fmt +
+                          [source], folder, nbd_reader.NBDReader,
+                          'the source')
 
 
 def data_runs(reader, capacity):
@@ -276,7 +226,7 @@ def convert(config):
             raise exceptions.ConversionFailed(
                 'qemu-nbd serves %d bytes, the inspected disk has %d' % (
                     reader.size, capacity))
-        progress = _Progress(capacity)
+        progress = qemu_nbd.Progress(capacity)
         progress.update(0, force=True)
         output = Output(config['output'], bool(config.get('direct')))
         writer = vmdk_writer.StreamWriter(
@@ -293,8 +243,8 @@ def convert(config):
         returncode = proc.wait()
         if returncode:
             raise exceptions.ConversionFailed(
-                'qemu-nbd exited with %d while serving the source: %s'
-                % (returncode, _qemu_nbd_log(folder)), returncode)
+                'qemu-nbd exited with %d while serving the source'
+                % returncode, returncode, qemu_nbd.log_tail(folder))
         progress.update(capacity, force=True)
     finally:
         if writer is not None:

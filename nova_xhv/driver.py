@@ -19,6 +19,7 @@ import stevedore
 from stevedore import exception as stevedore_exception
 
 from nova_xhv.backends import base
+from nova_xhv.backends import family as backend_family
 import nova_xhv.conf
 from nova_xhv import forwarding
 from nova_xhv.migration import service
@@ -26,8 +27,7 @@ from nova_xhv.migration import service
 CONF = nova_xhv.conf.CONF
 LOG = logging.getLogger(__name__)
 
-BACKEND_NAMESPACE = 'nova_xhv.backends'
-DISTRIBUTION = 'openstack-xhv'
+BACKEND_NAMESPACE = backend_family.BACKEND_NAMESPACE
 
 
 class BackendError(exception.NovaException):
@@ -49,18 +49,6 @@ def _available_backends():
     return ', '.join(sorted(names)) or 'none installed'
 
 
-def _install_hint(name):
-    """How to get a backend's Python dependencies, from our extras."""
-    try:
-        extras = importlib.metadata.metadata(DISTRIBUTION).get_all(
-            'Provides-Extra') or []
-    except importlib.metadata.PackageNotFoundError:
-        extras = []
-    if name in extras:
-        return 'pip install %s[%s]' % (DISTRIBUTION, name)
-    return 'install the package that provides it'
-
-
 def load_backend(name, virtapi, read_only=False):
     """Build the backend registered as ``name``; one clear error if not."""
 
@@ -71,7 +59,8 @@ def load_backend(name, virtapi, read_only=False):
             # A client library the backend needs, not a bug of ours.
             _fail('XHV backend %r ([xhv] backend) needs the Python module '
                   '%r, which is not installed: %s, or choose another '
-                  '[xhv] backend.' % (name, missing, _install_hint(name)),
+                  '[xhv] backend.' % (name, missing,
+                                      backend_family.install_hint(name)),
                   error)
         _fail('XHV backend %r ([xhv] backend, entry point %s) failed to '
               'load: %s: %s' % (name, entrypoint.value,

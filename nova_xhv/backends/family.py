@@ -44,6 +44,8 @@ CLASSES = {DISK_BUS: DISK_CLASSES, NIC_MODEL: NIC_CLASSES,
            FIRMWARE: FIRMWARE_CLASSES}
 
 BACKEND_NAMESPACE = 'nova_xhv.backends'
+# The distribution whose extras bring each backend's client library.
+DISTRIBUTION = 'openstack-xhv'
 FACTS_MODULE = 'facts'
 
 
@@ -201,3 +203,15 @@ def family_of_hv_type(hv_type):
                       facts.hypervisor_types + facts.image_hv_types):
             return facts.name
     return None
+
+
+def install_hint(name):
+    """How to get backend ``name``'s Python dependencies, from our extras."""
+    try:
+        extras = importlib.metadata.metadata(DISTRIBUTION).get_all(
+            'Provides-Extra') or []
+    except importlib.metadata.PackageNotFoundError:
+        extras = []
+    if name in extras:
+        return 'pip install %s[%s]' % (DISTRIBUTION, name)
+    return 'install the package that provides it'

@@ -24,14 +24,13 @@ import warnings
 from oslo_config import cfg
 from oslo_upgradecheck import upgradecheck
 
+from nova_xhv.backends import family as backend_family
 from nova_xhv import guest_probe
 from nova_xhv.translate import exceptions as translate_exceptions
 from nova_xhv.translate import qemu_img
 
 Code = upgradecheck.Code
 Result = upgradecheck.Result
-BACKEND_NAMESPACE = 'nova_xhv.backends'
-DISTRIBUTION = 'openstack-xhv'
 NEEDED_BLOCK_DRIVERS = ('qcow2', 'vmdk', 'vpc', 'vhdx')
 LOW_FREE_BYTES = 2 * 1024 ** 3
 CERT_WARN_DAYS = 30
@@ -66,7 +65,7 @@ def _first_line(error):
 def check_backend(conf):
     name = conf.xhv.backend
     entry_points = {ep.name: ep for ep in importlib.metadata.entry_points(
-        group=BACKEND_NAMESPACE)}
+        group=backend_family.BACKEND_NAMESPACE)}
     entry_point = entry_points.get(name)
     if entry_point is None:
         return failure(
@@ -80,25 +79,15 @@ def check_backend(conf):
         return failure(
             '[xhv] backend = %s needs the Python module %r, which is not '
             'installed.' % (name, missing),
-            _install_hint(name) + ', or choose another [xhv] backend.')
+            backend_family.install_hint(name) +
+            ', or choose another [xhv] backend.')
     except Exception as error:
         return failure('[xhv] backend = %s (%s) fails to load: %s: %s'
                        % (name, entry_point.value, type(error).__name__,
                           _first_line(error)),
-                       'reinstall %s.' % DISTRIBUTION)
+                       'reinstall %s.' % backend_family.DISTRIBUTION)
     return success('[xhv] backend = %s loads (%s).'
                    % (name, entry_point.value))
-
-
-def _install_hint(name):
-    try:
-        extras = importlib.metadata.metadata(DISTRIBUTION).get_all(
-            'Provides-Extra') or []
-    except importlib.metadata.PackageNotFoundError:
-        extras = []
-    if name in extras:
-        return 'pip install %s[%s]' % (DISTRIBUTION, name)
-    return 'install the package that provides it'
 
 
 # -- hypervisor -------------------------------------------------------------
@@ -161,7 +150,8 @@ def _check_vmware(conf):
         from nova_xhv.backends.vmware import session as vsession
     except ImportError as error:
         return failure('the vSphere backend cannot load: %s'
-                       % _first_line(error), _install_hint('vmware') + '.')
+                       % _first_line(error),
+                       backend_family.install_hint('vmware') + '.')
     vmw = conf.xhv_vmware
     try:
         session = vsession.VSphereSession(

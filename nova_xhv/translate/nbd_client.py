@@ -63,6 +63,15 @@ class NBDConnection(object):
         self._sock.close()
         self._sock = None
 
+    def _greet(self):
+        """The fixed-newstyle greeting, before any option."""
+        magic, opt_magic, flags = struct.unpack('>8sQH', self._recv(18))
+        if magic != nbd.NBDMAGIC or opt_magic != nbd.IHAVEOPT or \
+                not flags & nbd.FLAG_FIXED_NEWSTYLE:
+            raise NBDError('the server does not speak fixed-newstyle NBD')
+        self._sock.sendall(struct.pack(
+            '>I', nbd.FLAG_FIXED_NEWSTYLE | (flags & nbd.FLAG_NO_ZEROES)))
+
     def _recv_into(self, view):
         while len(view):
             try:
@@ -97,12 +106,7 @@ class NBDWriter(NBDConnection):
     # -- handshake ---------------------------------------------------------
 
     def _handshake(self, export_name):
-        magic, opt_magic, flags = struct.unpack('>8sQH', self._recv(18))
-        if magic != nbd.NBDMAGIC or opt_magic != nbd.IHAVEOPT or \
-                not flags & nbd.FLAG_FIXED_NEWSTYLE:
-            raise NBDError('the server does not speak fixed-newstyle NBD')
-        self._sock.sendall(struct.pack(
-            '>I', nbd.FLAG_FIXED_NEWSTYLE | (flags & nbd.FLAG_NO_ZEROES)))
+        self._greet()
         payload = struct.pack('>I', len(export_name)) + export_name + \
             struct.pack('>H', 0)
         self._sock.sendall(struct.pack('>QII', nbd.IHAVEOPT, nbd.OPT_GO,

@@ -57,12 +57,7 @@ class NBDReader(nbd_client.NBDConnection):
         return kind, self._recv(length)
 
     def _handshake(self, export_name):
-        magic, opt_magic, flags = struct.unpack('>8sQH', self._recv(18))
-        if magic != nbd.NBDMAGIC or opt_magic != nbd.IHAVEOPT or \
-                not flags & nbd.FLAG_FIXED_NEWSTYLE:
-            raise NBDError('the server does not speak fixed-newstyle NBD')
-        self._sock.sendall(struct.pack(
-            '>I', nbd.FLAG_FIXED_NEWSTYLE | (flags & nbd.FLAG_NO_ZEROES)))
+        self._greet()
         self._option(nbd.OPT_STRUCTURED_REPLY, b'')
         kind, _data = self._option_reply(nbd.OPT_STRUCTURED_REPLY)
         if kind != nbd.REP_ACK:

@@ -9,6 +9,11 @@ import http.client
 import urllib.parse
 
 CHUNK = 1024 * 1024
+# http.client sends a file body in reads of ``blocksize`` bytes (default
+# 8 KiB): 131,072 TLS records and system calls per GiB.  1 MiB took an
+# NFC upload of 1 GiB into vcsim from 4.1 s to 2.6 s (doc/source/
+# translation.rst).
+SEND_BLOCK = 1024 * 1024
 
 
 class Response:
@@ -61,7 +66,7 @@ def connect(session, url, timeout=None):
         raise ValueError(msg)
     conn = http.client.HTTPSConnection(
         parsed.hostname, parsed.port or 443, timeout=timeout,
-        context=session.ssl_context())
+        context=session.ssl_context(), blocksize=SEND_BLOCK)
     return conn, request_path(url)
 
 

@@ -36,15 +36,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 from nova import objects  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 from oslo_utils import uuidutils  # noqa: E402
-from pyVmomi import vim  # noqa: E402
 
 from nova_xhv.backends.vmware import backend as vmware_backend  # noqa: E402
-from nova_xhv.backends.vmware import nfc  # noqa: E402
-from nova_xhv.backends.vmware import vm as vmops  # noqa: E402
 from nova_xhv.disk import DiskDescriptor  # noqa: E402
 from nova_xhv import translate  # noqa: E402
 from tests.fixtures import http_range  # noqa: E402
 from tests.fixtures.vcsim import VcsimServer  # noqa: E402
+from tests.functional.migration import bench_kvm_to_vmware  # noqa: E402
 from tests.functional.migration.bench_vmware_to_kvm import \
     make_sparse_disk  # noqa: E402
 
@@ -115,40 +113,17 @@ class Bench(object):
                           from_format='qcow2', subformat='streamOptimized')
 
     def curl(self):
-        instance = _instance()
-        session = self.backend._session
-        spec = vmops.config_spec(
-            instance.uuid, instance, 'LocalDS_0', instance.uuid,
-            [(instance.uuid + '.vmdk', 8 * GiB)], 'lsiLogic',
-            create_disks=True)
-        compute = self.backend._compute
-        lease = nfc._Lease(session, session.run(
-            'bench', compute.root_pool.ImportVApp,
-            vim.vm.VmImportSpec(configSpec=spec), compute.vm_folder),
-            'bench')
-        info = lease.wait_ready()
-        url = nfc._device_url(session, [d for d in info.deviceUrl
-                                        if d.disk][0].url)
-        started = time.monotonic()
-        subprocess.run(('curl', '-sS', '--fail', '--cacert',
-                        self.info.ca_file, '-H', 'Cookie: ' + session.cookie,
-                        '-H', 'Content-Type: ' + nfc.STREAM_VMDK,
-                        '-T', self.vmdk, '-o', '/dev/null', url), check=True)
-        elapsed = time.monotonic() - started
-        lease.abort('benchmark')
-        vmops.destroy(session, compute, info.entity, instance)
-        return elapsed
+        return bench_kvm_to_vmware.curl_into_lease(self.backend, _instance(),
+                                                   self.vmdk)
+
+    def upload(self):
+        return bench_kvm_to_vmware.upload_file(self.backend, _instance(),
+                                               self.vmdk)
 
     def _staged(self, stage):
         instance = _instance()
         staged = stage(instance)
         self.backend.discard_staged_disks(None, instance, staged)
-
-    def upload(self):
-        self._staged(lambda instance: self.backend.stage_disks(
-            None, instance, [DiskDescriptor(
-                format='vmdk', subformat='streamOptimized',
-                virtual_size=8 * GiB, path=self.vmdk, bus='lsiLogic')]))
 
     def _stream(self, source):
         def stage(instance):

@@ -10,8 +10,9 @@ import urllib.parse
 
 CHUNK = 1024 * 1024
 # http.client sends a file body in reads of ``blocksize`` bytes (default
-# 8 KiB): 131,072 TLS records and system calls per GiB.  1 MiB took an
-# NFC upload of 1 GiB into vcsim from 4.1 s to 2.6 s (doc/source/
+# 8 KiB): 131,072 TLS records and system calls per GiB, each a trip
+# through the GIL.  With 1 MiB an NFC upload of 1 GiB into vcsim took
+# 2.3-2.6 s instead of 2.6-4.1 s, level with curl (doc/source/
 # translation.rst).
 SEND_BLOCK = 1024 * 1024
 

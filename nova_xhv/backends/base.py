@@ -41,6 +41,7 @@ source compute
 destination compute
     ``check_stageable`` (before any data is pulled) -> ``stage_disks``
     (with disks translated to the native format in a private work folder)
+    (or ``stage_disk_streams``, when ``accepts_disk_streams()``)
     -> ``spawn_from_disks`` (in finish_migration) or
     ``discard_staged_disks`` (a failed or cancelled move, a revert, or
     leftovers found at the next start).
@@ -162,6 +163,30 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
             may be called by another process after a restart, with the
             descriptors read back from a journal (to_dict/from_dict).
         """
+
+    def accepts_disk_streams(self):
+        """True when ``stage_disk_streams`` takes disks as they are written.
+
+        Default False: a move translates each disk into a local file and
+        calls ``stage_disks``.
+        """
+        return False
+
+    def stage_disk_streams(self, context, instance, disks, streams):
+        """``stage_disks`` for disks still being translated.
+
+        ``streams[i]`` is a nova_xhv.translate.TranslationStream (already
+        inspected: ``virtual_size``, ``size_hint``) of ``disks[i]``, whose
+        ``url`` is where the engine reads it from (no ``path``).  The
+        backend runs each (``run(consume)``) once, consuming the
+        native-format stream as the engine writes it (no local copy), and
+        keeps nothing of a stream whose run raised.  Same duties as
+        ``stage_disks``.
+
+        :returns: (staged DiskDescriptors as stage_disks returns them,
+            the ConvertResult of each stream)
+        """
+        raise NotImplementedError()
 
     @abc.abstractmethod
     def discard_staged_disks(self, context, instance, disks):

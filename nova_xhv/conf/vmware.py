@@ -98,6 +98,17 @@ vmware_opts = [
                      'ca_file (sent along) or its system trust store, and '
                      'reads through the exchange when the direct read '
                      'cannot start.'),
+    cfg.BoolOpt('stream_uploads', default=True,
+                help='Upload disks the translation engine writes for '
+                     'vSphere (a move into vSphere, a spawn from a '
+                     'qcow2/raw/vhd/vhdx image) while they are written: '
+                     'the vmdk stream writer\'s output goes straight into '
+                     'the NFC upload (HTTP chunked transfer, as its length '
+                     'is known only at its end), with no local copy and '
+                     'compression overlapping the upload. False writes '
+                     'each disk to staging_dir first and uploads it with '
+                     'its length. Tested against vcsim; turn it off for a '
+                     'vSphere whose NFC service refuses chunked uploads.'),
     cfg.StrOpt('staging_dir', default='$state_path/xhv-vmware',
                help='Local directory for disks on their way in or out '
                     '(image conversion, exports).'),

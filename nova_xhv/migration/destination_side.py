@@ -216,40 +216,69 @@ class DestinationStager(object):
         incoming = [xhv_disk.DiskDescriptor.from_dict(d['disk'])
                     for d in request['disks']]
         self.backend.check_stageable(context, instance, incoming)
+        streams = getattr(self.backend, 'accepts_disk_streams', None)
+        if streams is not None and streams() and \
+                translate.stream_write.targets(
+                    self.backend.native_format,
+                    self.backend.native_subformat):
+            staged = self._stage_streams(job, context, instance, incoming,
+                                         native_bus)
+        else:
+            staged = self._stage_files(job, context, instance, incoming,
+                                       native_bus, workdir)
+        with job.lock:
+            job.staged = staged
+        self.journal.write(job.key, {
+            'instance_uuid': instance.uuid, 'role': 'destination',
+            'staged': [d.to_dict() for d in staged]})
+
+    def _source(self, job, n, disk):
+        item = job.request['disks'][n]
+        source = translate.RemoteSource(
+            disk.url, format=disk.format, username=item['disk_id'],
+            password=item['token'], **self._remote_options)
+        source.direct = self._direct_read(job, source)
+        return source
+
+    def _progress(self, job, incoming, n):
         total = sum(d.virtual_size for d in incoming) or 1
-        done_before = 0
+        before = sum(d.virtual_size for d in incoming[:n])
+        size = incoming[n].virtual_size
+
+        def progress(percent):
+            self._set(job, percent=int(
+                95 * (before + size * percent / 100.0) / total))
+        return progress
+
+    def _tls_explained(self, error):
+        return translate.TLSVerificationFailed(
+            '%s. This compute verifies the source against [xhv] '
+            'exchange_ca_file (%s): set it to the CA that signed '
+            'the other computes\' exchange certificates' % (
+                error, self._remote_options.get('ca_file')
+                or 'unset: the system trust store'))
+
+    def _stage_files(self, job, context, instance, incoming, native_bus,
+                     workdir):
+        """Translate each disk into a local file, then stage the files."""
         translated = []
         os.makedirs(workdir, mode=0o700, exist_ok=True)
         started = time.monotonic()
-        for n, (item, disk) in enumerate(zip(request['disks'], incoming)):
+        for n, disk in enumerate(incoming):
             self._set(job, stage='translate')
             target = os.path.join(workdir, 'disk-%d.%s' % (
                 n, self.backend.native_format))
-            source = translate.RemoteSource(
-                disk.url, format=disk.format, username=item['disk_id'],
-                password=item['token'], **self._remote_options)
-            source.direct = self._direct_read(job, source)
-
-            def progress(percent, _before=done_before, _size=disk):
-                self._set(job, percent=int(
-                    95 * (_before + _size.virtual_size * percent / 100.0)
-                    / total))
-
             try:
                 result = translate.convert(
-                    source, target, to_format=self.backend.native_format,
+                    self._source(job, n, disk), target,
+                    to_format=self.backend.native_format,
                     from_format=disk.format,
                     subformat=self.backend.native_subformat,
-                    options=self._convert_options, progress=progress,
+                    options=self._convert_options,
+                    progress=self._progress(job, incoming, n),
                     cancel_event=job.cancel)
             except translate.TLSVerificationFailed as error:
-                raise translate.TLSVerificationFailed(
-                    '%s. This compute verifies the source against [xhv] '
-                    'exchange_ca_file (%s): set it to the CA that signed '
-                    'the other computes\' exchange certificates' % (
-                        error, self._remote_options.get('ca_file')
-                        or 'unset: the system trust store'))
-            done_before += disk.virtual_size
+                raise self._tls_explained(error)
             with job.lock:
                 job.bytes += result.bytes_read or 0
             translated.append(xhv_disk.DiskDescriptor(
@@ -258,11 +287,7 @@ class DestinationStager(object):
                 virtual_size=result.virtual_size, path=target,
                 bus=native_bus, boot_index=disk.boot_index,
                 device_name=None, handle=disk.handle))
-            LOG.info('Move %s: disk %d of instance %s pulled and translated '
-                     '(%s %s -> %s, %d bytes written, %.1f s)', job.key, n,
-                     instance.uuid, disk.format, disk.subformat or '',
-                     self.backend.native_format, result.bytes_written,
-                     result.elapsed)
+            self._log_translated(job, n, instance, disk, result)
             if job.cancel.is_set():
                 raise StageCancelled()
         job.timings['translate'] = time.monotonic() - started
@@ -270,11 +295,56 @@ class DestinationStager(object):
         started = time.monotonic()
         staged = self.backend.stage_disks(context, instance, translated)
         job.timings['upload'] = time.monotonic() - started
-        with job.lock:
-            job.staged = staged
-        self.journal.write(job.key, {
-            'instance_uuid': instance.uuid, 'role': 'destination',
-            'staged': [d.to_dict() for d in staged]})
+        return staged
+
+    def _stage_streams(self, job, context, instance, incoming, native_bus):
+        """Translate each disk straight into the backend's upload.
+
+        No local copy: the vmdk stream writer writes into the upload while
+        it reads the source, so pulling, deflating and uploading overlap.
+        """
+        self._set(job, stage='translate+upload')
+        started = time.monotonic()
+        streams = []
+        try:
+            for n, disk in enumerate(incoming):
+                try:
+                    streams.append(translate.open_stream(
+                        self._source(job, n, disk), from_format=disk.format,
+                        options=self._convert_options,
+                        progress=self._progress(job, incoming, n),
+                        cancel_event=job.cancel, name='disk-%d.vmdk' % n))
+                except translate.TLSVerificationFailed as error:
+                    raise self._tls_explained(error)
+            disks = [xhv_disk.DiskDescriptor(
+                format=self.backend.native_format,
+                subformat=self.backend.native_subformat,
+                virtual_size=stream.virtual_size, url=disk.url,
+                bus=native_bus, boot_index=disk.boot_index,
+                device_name=None, handle=disk.handle)
+                for disk, stream in zip(incoming, streams)]
+            staged, results = self.backend.stage_disk_streams(
+                context, instance, disks, streams)
+        finally:
+            for stream in streams:
+                stream.close()
+        for n, (disk, result) in enumerate(zip(incoming, results)):
+            with job.lock:
+                job.bytes += result.bytes_read or 0
+            self._log_translated(job, n, instance, disk, result)
+        job.timings['translate+upload'] = time.monotonic() - started
+        if job.cancel.is_set():
+            with job.lock:
+                job.staged = staged  # _run discards them
+            raise StageCancelled()
+        return staged
+
+    def _log_translated(self, job, n, instance, disk, result):
+        LOG.info('Move %s: disk %d of instance %s pulled and translated '
+                 '(%s %s -> %s, %d bytes written, %.1f s)', job.key, n,
+                 instance.uuid, disk.format, disk.subformat or '',
+                 self.backend.native_format, result.bytes_written,
+                 result.elapsed)
 
     def _direct_read(self, job, source):
         """The source's one-time direct read of a disk, or None."""

@@ -21,6 +21,12 @@ Public API (everything a caller needs is re-exported here)::
     # -> ConvertResult(src_info, dst_format, dst_subformat, virtual_size,
     #                  bytes_written, verified, elapsed)
 
+    with translate.open_stream(src, from_format=None,
+                               options=...) as stream:  # inspects now
+        result, value = stream.run(consume)  # consume(reader) uploads
+    # -> a streamOptimized vmdk written into a pipe that consume reads
+    #    (reader.read(n)); its end only once the writer succeeded.
+
     same = translate.compare(path_a, fmt_a, path_b, fmt_b)  # guest data
 
 Canonical format names are Glance's/Nova's: raw, qcow2, vmdk, vhdx, vhd.
@@ -35,7 +41,8 @@ import importlib
 # pay for the engine's imports (oslo.log, oslo.utils, ...).
 _EXPORTS = {
     'compare': 'engine', 'convert': 'engine', 'ConvertOptions': 'engine',
-    'ConvertResult': 'engine',
+    'ConvertResult': 'engine', 'open_stream': 'engine',
+    'TranslationStream': 'engine', 'StreamFailed': 'stream_write',
     'ConversionFailed': 'exceptions', 'ConversionTimeout': 'exceptions',
     'FormatMismatch': 'exceptions', 'TLSVerificationFailed': 'exceptions',
     'TranslationError': 'exceptions', 'UnsafeImage': 'exceptions',

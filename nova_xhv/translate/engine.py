@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 import typing
 
@@ -171,6 +172,24 @@ def _source_virtual_size(source, options, timeout):
     return int(data['virtual-size'])
 
 
+def _checked_virtual_size(source, options, timeout):
+    """The source's virtual size, refused above the limit or off-sector."""
+    virtual_size = _source_virtual_size(source, options, timeout)
+    if virtual_size > options.max_virtual_size:
+        raise exceptions.UnsafeImage(source.info.path, [
+            'qemu-img reports a virtual size of %d bytes, above the '
+            'limit of %d (max_virtual_size)' % (
+                virtual_size, options.max_virtual_size)])
+    if virtual_size % 512:
+        raise exceptions.UnsupportedFormat(
+            '%s has a virtual size of %d bytes, not a whole number '
+            'of 512-byte sectors: no disk image (raw included) can '
+            'hold it exactly, qemu rounds it up; pad it to a sector '
+            'multiple first (truncate -s %%512)' % (
+                source.info.path, virtual_size))
+    return virtual_size
+
+
 def _output_virtual_size(path, to_format, options):
     """Our own output goes through the same gate as any input."""
     info, findings = inspect.inspect_findings(
@@ -224,19 +243,7 @@ def convert(src, dst, to_format, from_format=None, subformat=None,
     tmp_out = block_spec.output(os.path.join(folder, os.path.basename(dst)))
     try:
         with _Source(src_info, options.scratch_dir) as source:
-            virtual_size = _source_virtual_size(source, options, timeout)
-            if virtual_size > options.max_virtual_size:
-                raise exceptions.UnsafeImage(src_info.path, [
-                    'qemu-img reports a virtual size of %d bytes, above the '
-                    'limit of %d (max_virtual_size)' % (
-                        virtual_size, options.max_virtual_size)])
-            if virtual_size % 512:
-                raise exceptions.UnsupportedFormat(
-                    '%s has a virtual size of %d bytes, not a whole number '
-                    'of 512-byte sectors: no disk image (raw included) can '
-                    'hold it exactly, qemu rounds it up; pad it to a sector '
-                    'multiple first (truncate -s %%512)' % (
-                        src_info.path, virtual_size))
+            virtual_size = _checked_virtual_size(source, options, timeout)
             decodes = _decodes_stream(src_info, to_format, options)
             if options.structure_check and not decodes:
                 # The stream writer reads through qemu's format driver too:
@@ -460,3 +467,164 @@ def compare(path_a, fmt_a, path_b, fmt_b, options=None, staging_dir=None):
     return qemu_img.compare(specs[0], infos[0].qemu_format,
                             specs[1], infos[1].qemu_format,
                             options.long_limits(sizes[0]), timeout)
+
+
+def open_stream(src, from_format=None, options=None, progress=None,
+                cancel_event=None, name='disk.vmdk'):
+    """``src`` (a path or RemoteSource) as a streamOptimized vmdk stream.
+
+    Inspects ``src`` now, with the same safety rules as convert(), and
+    returns a TranslationStream (a context manager) whose ``run(consume)``
+    writes the stream with the vmdk stream writer into a pipe that
+    ``consume`` reads: no output file, and the consumer (an upload) runs
+    while the writer reads and deflates.  ``name`` is the extent's file
+    name inside the stream's descriptor.  Raises UnsupportedFormat when
+    only qemu-img could write this output (the writer is switched off, a
+    rate limit is set): convert() to a file then.
+    """
+    options = options or ConvertOptions()
+    reason = ('vmdk_stream_writer is off' if not options.vmdk_stream_writer
+              else stream_write.unsupported_reason(options))
+    if reason:
+        raise exceptions.UnsupportedFormat(
+            'a streamOptimized vmdk can only be streamed by the vmdk stream '
+            'writer: %s' % reason)
+    return TranslationStream(src, from_format, options, progress,
+                             cancel_event, name)
+
+
+class TranslationStream(object):
+    """One source, written as a streamOptimized vmdk while it is consumed.
+
+    ``info`` (the inspection), ``virtual_size`` and ``size_hint`` are
+    known once it is open; ``run(consume)`` runs once.
+    """
+
+    def __init__(self, src, from_format, options, progress, cancel_event,
+                 name):
+        self._started = time.monotonic()
+        self._options = options
+        self._progress = progress
+        self._cancel_event = cancel_event
+        self._name = name
+        self._ran = False
+        self.info = _inspect_source(src, from_format, options)
+        self._timeout = options.timeout_for(self.info.virtual_size)
+        self._limits = options.long_limits(self.info.virtual_size)
+        self._source = _Source(self.info, options.scratch_dir)
+        try:
+            self.virtual_size = _checked_virtual_size(
+                self._source, options, self._timeout)
+            if options.structure_check:
+                _check_structure(self._source, self._limits, self._timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def size_hint(self):
+        """Bytes the stream is expected to take at most, about.
+
+        The source's stored size: the writer keeps only allocated,
+        non-zero grains, deflated or stored (a stored grain costs ~0.8 %
+        more than its data), so the stream is about as large at most.
+        """
+        return self.info.actual_size
+
+    def run(self, consume):
+        """Write the stream; ``consume(reader)`` reads it on its own thread.
+
+        ``reader.read(n)`` (stream_write.StreamReader) returns the stream,
+        and its end only once the writer succeeded and the stream checked
+        whole; a failed or cancelled conversion raises in ``read`` instead.
+        Returns (ConvertResult, what ``consume`` returned).  Raises what
+        ``consume`` raised when it failed first (the writer then stops on a
+        broken pipe), else the conversion's error.
+        """
+        if self._ran:
+            raise RuntimeError('a TranslationStream runs once')
+        self._ran = True
+        read_fd, write_fd = stream_write.output_pipe()
+        reader = stream_write.StreamReader(read_fd)
+        try:
+            input_data = stream_write.child_input(
+                self._source.filename, self.info.qemu_format, self._name,
+                self.virtual_size, self._limits,
+                self._options.vmdk_compress_level,
+                self._options.vmdk_compress_workers,
+                self._options.scratch_dir, output_fd=write_fd)
+        except BaseException:
+            os.close(write_fd)
+            reader.close()
+            raise
+        outcome = {}
+
+        def consumer():
+            try:
+                outcome['value'] = consume(reader)
+            except BaseException as error:  # handed to the caller
+                outcome['error'] = error
+            finally:
+                # A writer still writing gets EPIPE and stops.
+                reader.close()
+
+        LOG.info('Streaming %s (%s%s, %d bytes) as vmdk streamOptimized '
+                 'with the vmdk stream writer', self.info.path,
+                 self.info.format, ' ' + self.info.subformat
+                 if self.info.subformat else '', self.virtual_size)
+        thread = threading.Thread(target=consumer, daemon=True,
+                                  name='xhv-stream-consumer')
+        thread.start()
+        try:
+            try:
+                run = qemu_img.run_convert(
+                    stream_write.child_argv(), self._limits, self._timeout,
+                    progress=self._progress,
+                    cancel_event=self._cancel_event,
+                    env=stream_write.child_env(), input_data=input_data,
+                    what='the vmdk stream writer',
+                    hand_over_fds=(write_fd,))
+            except exceptions.ConversionFailed as error:
+                raise self._source.explain(error)
+            # The writer is done; the consumer reads what is left.
+            while not reader.ended.wait(1.0):
+                if not thread.is_alive():
+                    break
+            if not reader.eof:
+                raise exceptions.ConversionFailed(
+                    'the stream\'s consumer stopped reading before its end')
+            if reader.check() != self.virtual_size:
+                raise exceptions.ConversionFailed(
+                    'output virtual size differs from the source\'s %d'
+                    % self.virtual_size)
+        except BaseException as error:
+            reader.settle(error)
+            thread.join()
+            first = outcome.get('error')
+            if first is not None and not isinstance(
+                    first, stream_write.StreamFailed):
+                raise first from error
+            raise
+        reader.settle(None)
+        thread.join()
+        if 'error' in outcome:
+            raise outcome['error']
+        if run.stderr.strip():
+            LOG.warning('Converting %s: %s', self.info.path,
+                        run.stderr.strip())
+        result = ConvertResult(
+            src_info=self.info, dst_format=formats.VMDK,
+            dst_subformat=formats.STREAM_OPTIMIZED,
+            virtual_size=self.virtual_size, bytes_written=reader.size,
+            verified=False, elapsed=time.monotonic() - self._started,
+            bytes_read=run.bytes_read)
+        return result, outcome.get('value')
+
+    def close(self):
+        self._source.__exit__(None, None, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -366,7 +366,8 @@ def _wait_exit_unreaped(proc):
 
 
 def run_convert(argv, limits, timeout, progress=None, cancel_event=None,
-                input_data=None, env=None, what='qemu-img convert'):
+                input_data=None, env=None, what='qemu-img convert',
+                hand_over_fds=()):
     """Run ``argv`` (a convert_argv) under prlimit; return ConvertRun.
 
     ``progress(percent)`` is called with non-decreasing values: at start,
@@ -376,17 +377,25 @@ def run_convert(argv, limits, timeout, progress=None, cancel_event=None,
     is always gone when this returns.  Any other converter that prints
     progress as ``qemu-img -p`` does runs here too (the vmdk stream
     decoder): ``input_data`` (a short configuration, written to its stdin
-    before anything else), ``env`` and ``what`` (its name in messages).
+    before anything else), ``env``, ``what`` (its name in messages) and
+    ``hand_over_fds``: descriptors the child inherits and this process
+    gives up (closed here once the child started, so that the stream
+    writer's pipe ends when the child does).
     """
     started = time.monotonic()
     deadline = started + timeout
     if env is None:
         env = child_environ.for_qemu()
-    proc = _popen(prlimit_argv(limits) + list(argv),
-                  stdin=subprocess.DEVNULL if input_data is None
-                  else subprocess.PIPE,
-                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                  start_new_session=True, env=env)
+    extra = {'pass_fds': tuple(hand_over_fds)} if hand_over_fds else {}
+    try:
+        proc = _popen(prlimit_argv(limits) + list(argv),
+                      stdin=subprocess.DEVNULL if input_data is None
+                      else subprocess.PIPE,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      start_new_session=True, env=env, **extra)
+    finally:
+        for fd in hand_over_fds:
+            os.close(fd)
     if input_data is not None:
         # The child reads this before anything else, so a line larger
         # than the pipe (a CA bundle inside) only waits for it.

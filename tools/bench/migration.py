@@ -86,6 +86,13 @@ def report_to_vmware(mode, result):
     print('whole move (API migrate -> VERIFY_RESIZE): %.2f s = %.2f x the '
           'bare convert to qcow2 (goal <= 1.5)' % (result['whole_move_s'],
                                                    result['ratio']))
+    if 'vcsim_curl_upload_s' in result:
+        print('the upload alone, same stream, same run: curl -T into an NFC '
+              'lease (vcsim\'s ceiling) %.2f s = %.2f x the bare convert; '
+              'the backend uploading the finished file %.2f s'
+              % (result['vcsim_curl_upload_s'],
+                 result['vcsim_curl_upload_s'] / result['bare_convert_s'],
+                 result['file_upload_s']))
     print(json.dumps(dict(result, mode=mode)))
 
 

@@ -83,7 +83,7 @@ class VMwareBackend(base.Backend):
         self._conf = {name: getattr(conf, name) for name in (
             'cluster_name', 'datacenter', 'datastore_regex', 'vm_folder',
             'default_adapter_type', 'export_method', 'task_timeout',
-            'direct_datastore_reads',
+            'direct_datastore_reads', 'stream_uploads',
             'transfer_timeout')}
         self._staging_root = conf.staging_dir
         try:
@@ -255,13 +255,23 @@ class VMwareBackend(base.Backend):
         return stores[0]['name']
 
     def _to_stream_optimized(self, path, disk_format, workdir):
-        """Return a local streamOptimized vmdk for an image file."""
+        """(A streamOptimized vmdk for an image file, its virtual size).
+
+        The vmdk is a local file, or, with stream_uploads, a
+        translate.TranslationStream (already inspected; written while
+        it is uploaded) that the caller closes.
+        """
         options = _convert_options(workdir)
         info = translate.inspect_image(
             path, claimed_format=disk_format, staging_dir=workdir,
             max_virtual_size=options.max_virtual_size)
         if info.format == 'vmdk' and info.subformat == 'streamOptimized':
             return path, info.virtual_size
+        if self._conf['stream_uploads'] and options.vmdk_stream_writer \
+                and not options.rate_limit:
+            stream = translate.open_stream(path, from_format=info.format,
+                                           options=options)
+            return stream, stream.virtual_size
         target = os.path.join(workdir, 'disk-0.vmdk')
         result = translate.convert(path, target, to_format='vmdk',
                                    from_format=info.format,
@@ -269,18 +279,28 @@ class VMwareBackend(base.Backend):
                                    options=options)
         return target, result.virtual_size
 
+    @staticmethod
+    def _upload_size(disk):
+        """Bytes a file or stream is expected to need on the datastore."""
+        if isinstance(disk, str):
+            return os.path.getsize(disk)
+        return disk.size_hint
+
     def _import(self, instance, name, marker, files_and_sizes, adapter,
                 power_on, firmware='bios'):
-        needed = sum(os.path.getsize(p) for p, _ in files_and_sizes)
+        """Import a VM with these disks (vmdk files or streams)."""
+        needed = sum(self._upload_size(d) for d, _ in files_and_sizes)
         ds_name = self._pick_datastore(needed)
         disks = [('%s%s.vmdk' % (instance.uuid, '_%d' % i if i else ''),
                   size) for i, (_, size) in enumerate(files_and_sizes)]
         spec = vmops.config_spec(name, instance, ds_name, instance.uuid,
                                  disks, adapter, marker=marker,
                                  create_disks=True, firmware=firmware)
-        vm = nfc.import_vm(self._session, self._compute, spec,
-                           [p for p, _ in files_and_sizes],
-                           self._conf['transfer_timeout'])
+        vm, results = nfc.import_vm(
+            self._session, self._compute, spec,
+            [d for d, _ in files_and_sizes], self._conf['transfer_timeout'],
+            discard=lambda vm: vmops.destroy(self._session, self._compute,
+                                             vm, instance))
         try:
             if marker == vmops.INSTANCE_MARKER:
                 vmops.grow_root_disk(self._session, vm, instance)
@@ -289,7 +309,7 @@ class VMwareBackend(base.Backend):
         except Exception:
             vmops.destroy(self._session, self._compute, vm, instance)
             raise
-        return vm, ds_name, disks
+        return vm, ds_name, disks, results
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
@@ -302,17 +322,21 @@ class VMwareBackend(base.Backend):
         try:
             image = os.path.join(workdir, 'image')
             glance.API().download(context, image_meta.id, dest_path=image)
+            disk = None
             try:
                 disk, size = self._to_stream_optimized(
                     image, image_meta.disk_format, workdir)
+                adapter = vmops.adapter_type(
+                    image_meta, self._conf['default_adapter_type'])
+                self._import(instance, instance.uuid, vmops.INSTANCE_MARKER,
+                             [(disk, size)], adapter, power_on, firmware)
             except translate.TranslationError as error:
                 # A refused or unconvertible image: one line in the fault.
                 raise exception.ImageUnacceptable(image_id=image_meta.id,
                                                   reason=str(error))
-            adapter = vmops.adapter_type(image_meta,
-                                         self._conf['default_adapter_type'])
-            self._import(instance, instance.uuid, vmops.INSTANCE_MARKER,
-                         [(disk, size)], adapter, power_on, firmware)
+            finally:
+                if disk is not None and not isinstance(disk, str):
+                    disk.close()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -455,23 +479,33 @@ class VMwareBackend(base.Backend):
                          % (disk.format, disk.subformat))
             if disk.path is None:
                 raise UnsupportedRequest(what='staging a disk from a URL')
+        return self._stage(instance, disks, [d.path for d in disks])[0]
+
+    def accepts_disk_streams(self):
+        return self._conf['stream_uploads']
+
+    def stage_disk_streams(self, context, instance, disks, streams):
+        return self._stage(instance, disks, streams)
+
+    def _stage(self, instance, disks, sources):
         adapter = (disks[0].bus if disks and disks[0].bus
                    in vmops.ADAPTER_TYPES
                    else self._conf['default_adapter_type'])
         # Staged disks live in a powered-off VM that is not an instance
         # yet: vSphere only turns streamOptimized into usable disks through
         # an import, and the VM keeps them together until spawn_from_disks.
-        vm, ds_name, names = self._import(
+        vm, ds_name, names, results = self._import(
             instance, 'xhv-staged-%s' % instance.uuid, vmops.STAGED_MARKER,
-            [(d.path, d.virtual_size) for d in disks], adapter, False)
+            [(source, d.virtual_size) for d, source in zip(disks, sources)],
+            adapter, False)
         return [DiskDescriptor(
             format='vmdk', subformat='streamOptimized',
-            virtual_size=d.virtual_size, path=d.path, bus=adapter,
-            boot_index=d.boot_index, device_name=d.device_name,
+            virtual_size=d.virtual_size, path=d.path, url=d.url,
+            bus=adapter, boot_index=d.boot_index, device_name=d.device_name,
             checksum=d.checksum,
             handle='%s|[%s] %s/%s' % (vm._moId, ds_name, instance.uuid,
                                       name))
-                for d, (name, _) in zip(disks, names)]
+                for d, (name, _) in zip(disks, names)], results
 
     def _staged_vm(self, disks):
         handles = {d.handle.split('|', 1)[0] for d in disks if d.handle}

@@ -81,49 +81,78 @@ def _device_url(session, url):
     return url.replace('://*/', '://%s/' % session.endpoint, 1)
 
 
-def import_vm(session, compute, spec, files, timeout):
+STREAM_VMDK = 'application/x-vnd.vmware-streamVmdk'
+
+
+def import_vm(session, compute, spec, disks, timeout, discard=None):
     """Create a VM by ImportVApp and upload its disks.
 
-    One streamOptimized vmdk per disk of ``spec``, in order.  Returns the
-    new VM.
+    One streamOptimized vmdk per disk of ``spec``, in order: each a local
+    file path, or a translate.TranslationStream that is written while it
+    is uploaded (HTTP chunked transfer: its length is known only at its
+    end).  Returns (the new VM, list of ConvertResult or None per disk).
+
+    On any failure the lease is aborted (vSphere then removes what the
+    import made) and ``discard(vm)`` removes the VM if it is still there
+    (vcsim keeps it).
     """
     import_spec = vim.vm.VmImportSpec(configSpec=spec)
     what = 'ImportVApp %s' % spec.name
     lease_ref = session.run(what, compute.root_pool.ImportVApp, import_spec,
                             compute.vm_folder)
     lease = _Lease(session, lease_ref, what)
+    info = None
     try:
         info = lease.wait_ready()
         urls = [d for d in info.deviceUrl if d.disk]
-        if len(urls) != len(files):
+        if len(urls) != len(disks):
             raise errors.VSphereError(
                 what=what, fault='DeviceMismatch',
                 detail='lease offers %d disk URL(s) for %d disk(s)'
-                       % (len(urls), len(files)))
-        total = sum(os.path.getsize(f) for f in files) or 1
-        done = 0
-        for device, path in zip(urls, files):
-            size = os.path.getsize(path)
-            with open(path, 'rb') as f, transfer.request(
-                    session, 'PUT', _device_url(session, device.url),
-                    body=f, timeout=timeout,
-                    headers={'Content-Type':
-                             'application/x-vnd.vmware-streamVmdk',
-                             'Content-Length': str(size)}) as resp:
-                if resp.status not in (200, 201):
-                    raise errors.VSphereError(
-                        what=what, fault='HTTP %d' % resp.status,
-                        detail='upload of %s refused: %s' % (
-                            path, resp.read()[:200].decode(
-                                errors='replace')))
-            done += size
-            lease.percent = int(done * 100 / total)
+                       % (len(urls), len(disks)))
+        results = []
+        for n, (device, disk) in enumerate(zip(urls, disks)):
+            url = _device_url(session, device.url)
+            if isinstance(disk, str):
+                _upload_file(session, url, disk, timeout, what)
+                results.append(None)
+            else:
+                result, _ = disk.run(lambda reader, _url=url: _upload(
+                    session, _url, reader, timeout, what, 'disk stream'))
+                results.append(result)
+            lease.percent = int((n + 1) * 100 / len(disks))
         vm = info.entity
         lease.complete()
-        return vm
+        return vm, results
     except BaseException as exc:
         lease.abort(exc)
+        if info is not None and discard is not None:
+            try:
+                discard(info.entity)
+            except Exception:  # gone with the abort, as on vSphere
+                LOG.debug('VM of aborted %s already gone', what,
+                          exc_info=True)
         raise
+
+
+def _upload_file(session, url, path, timeout, what):
+    with open(path, 'rb') as f:
+        _upload(session, url, f, timeout, what, path,
+                length=os.fstat(f.fileno()).st_size)
+
+
+def _upload(session, url, body, timeout, what, name, length=None):
+    """PUT one disk; without ``length`` the body goes chunked."""
+    headers = {'Content-Type': STREAM_VMDK}
+    if length is not None:
+        headers['Content-Length'] = str(length)
+    with transfer.request(session, 'PUT', url, body=body, timeout=timeout,
+                          headers=headers) as resp:
+        if resp.status not in (200, 201):
+            raise errors.VSphereError(
+                what=what, fault='HTTP %d' % resp.status,
+                detail='upload of %s refused: %s' % (
+                    name, resp.read()[:200].decode(errors='replace')))
 
 
 def export_vm(session, vm, instance, directory, timeout):

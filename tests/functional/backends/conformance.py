@@ -10,6 +10,7 @@ storage for leftovers.
 
 import hashlib
 import os
+import threading
 
 from nova.compute import power_state
 from nova import exception
@@ -262,3 +263,52 @@ class BackendConformance(object):
             assert backend.get_info(instance).state == power_state.RUNNING
         finally:
             bed.destroy(instance)
+
+    # -- disks as streams (optional: accepts_disk_streams) -----------------
+
+    def _streamed(self, bed, instance, raw, **stream_kwargs):
+        backend = bed.backend
+        with translate.open_stream(raw, from_format='raw',
+                                   **stream_kwargs) as stream:
+            disk = xhv_disk.DiskDescriptor(
+                format=backend.native_format,
+                subformat=backend.native_subformat,
+                virtual_size=stream.virtual_size,
+                url='https://source.invalid/disk-0',
+                bus=backend.facts.native_name(family.DISK_BUS, 'sata'),
+                boot_index=0)
+            return backend.stage_disk_streams(bed.context, instance, [disk],
+                                              [stream])
+
+    def test_streamed_disks_spawn_and_a_cut_stream_leaves_nothing(
+            self, bed, tmp_path):
+        backend = bed.backend
+        raw = str(tmp_path / 'boot.raw')
+        disks.make_bootable_disk(raw, virtual_size=8 * MiB)
+        instance = bed.new_instance()
+        if not backend.accepts_disk_streams():
+            # The contract's default: a move gives it files.
+            with pytest.raises(NotImplementedError):
+                self._streamed(bed, instance, raw)
+            assert bed.leftovers(instance) == []
+            return
+        assert formats.STREAM_OPTIMIZED == backend.native_subformat
+        staged, results = self._streamed(bed, instance, raw)
+        assert [r.virtual_size for r in results] == [8 * MiB]
+        try:
+            backend.spawn_from_disks(bed.context, instance, staged, [],
+                                     bed.image_meta(instance))
+            assert backend.get_info(instance).state == power_state.RUNNING
+        finally:
+            bed.destroy(instance)
+        assert bed.leftovers(instance) == []
+
+        # The writer fails half-way through the upload: nothing is left.
+        big = str(tmp_path / 'big.raw')
+        disks.make_raw_disk(big, 64 * MiB)
+        instance = bed.new_instance()
+        cancel = threading.Event()
+        with pytest.raises(translate.ConversionFailed):
+            self._streamed(bed, instance, big, cancel_event=cancel,
+                           progress=lambda p: p >= 10 and cancel.set())
+        assert bed.leftovers(instance) == []

@@ -12,8 +12,14 @@ import os
 import subprocess
 import time
 
+from nova import objects
 from oslo_serialization import jsonutils
+from oslo_utils import uuidutils
+from pyVmomi import vim
 
+from nova_xhv.backends.vmware import nfc
+from nova_xhv.backends.vmware import vm as vmops
+from nova_xhv.disk import DiskDescriptor
 from nova_xhv.migration import source_side
 from nova_xhv import translate
 from tests.fixtures import disks
@@ -21,6 +27,44 @@ from tests.functional.migration import base
 from tests.functional.migration import bench_vmware_to_kvm as other
 
 GiB = 1024 ** 3
+
+
+def curl_into_lease(backend, instance, path):
+    """Seconds ``curl -T`` takes to upload ``path`` into a new NFC lease.
+
+    vcsim's own ceiling for this stream with a C client (no Python, no
+    XHV code on the sending side); the VM is removed afterwards.
+    """
+    session, compute = backend._session, backend._compute
+    spec = vmops.config_spec(
+        instance.uuid, instance, 'LocalDS_0', instance.uuid,
+        [(instance.uuid + '.vmdk', 8 * GiB)], 'lsiLogic', create_disks=True)
+    lease = nfc._Lease(session, session.run(
+        'ceiling', compute.root_pool.ImportVApp,
+        vim.vm.VmImportSpec(configSpec=spec), compute.vm_folder), 'ceiling')
+    info = lease.wait_ready()
+    url = nfc._device_url(session, [d for d in info.deviceUrl
+                                    if d.disk][0].url)
+    started = time.monotonic()
+    subprocess.run(('curl', '-sS', '--fail', '--cacert', session.ca_file,
+                    '-H', 'Cookie: ' + session.cookie, '-H',
+                    'Content-Type: ' + nfc.STREAM_VMDK, '-T', path, '-o',
+                    '/dev/null', url), check=True)
+    elapsed = time.monotonic() - started
+    lease.abort('benchmark')
+    vmops.destroy(session, compute, info.entity, instance)
+    return elapsed
+
+
+def upload_file(backend, instance, path):
+    """Seconds the backend takes to import ``path`` (old path's upload)."""
+    started = time.monotonic()
+    staged = backend.stage_disks(None, instance, [DiskDescriptor(
+        format='vmdk', subformat='streamOptimized', virtual_size=8 * GiB,
+        path=path, bus='lsiLogic')])
+    elapsed = time.monotonic() - started
+    backend.discard_staged_disks(None, instance, staged)
+    return elapsed
 
 
 class BenchKVMToVMware(base.CrossHypervisorTestCase):
@@ -100,6 +144,19 @@ class BenchKVMToVMware(base.CrossHypervisorTestCase):
         result['stored_vmdk_bytes'] = os.path.getsize(vmdk)
         self.assertTrue(base.same_guest_data(vmdk, 'vmdk', kvm_disk,
                                              'qcow2'))
+        # In the same run, the upload alone: vcsim's ceiling with curl, and
+        # the backend's own upload of the same finished file.
+        copy = os.path.join(self.workdir, 'ceiling.vmdk')
+        subprocess.run(('cp', vmdk, copy), check=True)
+        stub = objects.Instance(
+            uuid=uuidutils.generate_uuid(), display_name='ceiling',
+            flavor=objects.Flavor(vcpus=1, memory_mb=128, root_gb=8,
+                                  ephemeral_gb=0, swap=0))
+        result['vcsim_curl_upload_s'] = curl_into_lease(vmw.backend, stub,
+                                                        copy)
+        stub.uuid = uuidutils.generate_uuid()
+        result['file_upload_s'] = upload_file(vmw.backend, stub, copy)
+        os.unlink(copy)
         self._confirm_resize(server)
         self._delete_server(server)
         print(jsonutils.dumps(result, indent=2))

@@ -78,9 +78,9 @@ def _fill(path, size, case):
 def _sizes(fmt, case):
     if case == 'sparse':
         # VHD ends just below 2040 GiB.  qemu 7.2's vhdx driver reports
-        # no allocation (every byte reads as data, to qemu-img convert as
-        # to the writer), so a vhdx is read whole: keep it small.
-        return {'vhd': 2000 * GiB, 'vhdx': 2 * GiB}.get(fmt, 2 * TiB)
+        # no allocation; the writer reads a vhdx's BAT itself (vhdx_bat),
+        # so 2 TiB of vhdx are read where the data is, as for the others.
+        return {'vhd': 2000 * GiB}.get(fmt, 2 * TiB)
     if case == 'odd':
         return 3 * MiB + 5 * SECTOR
     return 6 * MiB

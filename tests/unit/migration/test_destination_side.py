@@ -281,3 +281,84 @@ def test_probe_of_the_original_has_its_own_route(tmp_path):
             list(stager.journal.records()) == []
     finally:
         server.stop()
+
+
+class StreamingBackend(RecordingBackend):
+    """A vSphere-like backend that takes disks as streams (no local copy)."""
+
+    family = 'vmware'
+    native_format = 'vmdk'
+    native_subformat = 'streamOptimized'
+
+    def __init__(self, storage, fail_after=None):
+        super().__init__(storage)
+        self.fail_after = fail_after
+        self.workdirs_seen = []
+
+    def accepts_disk_streams(self):
+        return True
+
+    def stage_disks(self, context, instance, disks_):
+        raise AssertionError('a streaming backend gets streams')
+
+    def stage_disk_streams(self, context, instance, disks_, streams):
+        staged, results = [], []
+        for n, (disk, stream) in enumerate(zip(disks_, streams)):
+            assert disk.path is None and disk.url
+            target = os.path.join(self.storage, '%s-%d' % (instance.uuid, n))
+
+            def consume(reader, _target=target):
+                with open(_target, 'wb') as f:
+                    while True:
+                        data = reader.read(65536)
+                        if not data:
+                            return
+                        if self.fail_after is not None and \
+                                f.tell() >= self.fail_after:
+                            raise OSError('upload cut (injected)')
+                        f.write(data)
+            try:
+                result, _ = stream.run(consume)
+            except BaseException:
+                if os.path.exists(target):
+                    os.unlink(target)
+                self.discard_staged_disks(context, instance, staged)
+                raise
+            results.append(result)
+            staged.append(xhv_disk.DiskDescriptor(
+                format='vmdk', subformat='streamOptimized',
+                virtual_size=disk.virtual_size, path=target, bus=disk.bus,
+                boot_index=disk.boot_index, handle=target))
+        return staged, results
+
+
+def test_a_streaming_backend_gets_the_disk_as_it_is_written(
+        source, lookup, tmp_path):
+    server, raw, vmdk = source
+    storage = tmp_path / 'storage'
+    storage.mkdir()
+    stager = _stager(StreamingBackend(str(storage)), tmp_path)
+    stager.stage_start(_request(server, vmdk))
+    report = _wait(stager, 'move-1')
+    assert report['state'] == 'done', report
+    [staged] = report['staged']
+    assert translate.compare(staged['path'], 'vmdk', raw, 'raw')
+    assert list(report['timings']) == ['translate+upload']
+    assert report['bytes'] > 0
+    # Nothing went through the move's work folder.
+    assert not os.path.exists(stager.journal.workdir('move-1'))
+
+
+def test_a_stream_cut_mid_upload_leaves_nothing(source, lookup, tmp_path):
+    server, _raw, vmdk = source
+    storage = tmp_path / 'storage'
+    storage.mkdir()
+    stager = _stager(StreamingBackend(str(storage), fail_after=65536),
+                     tmp_path)
+    stager.stage_start(_request(server, vmdk))
+    report = _wait(stager, 'move-1')
+    assert report['state'] == 'failed'
+    assert 'upload cut' in report['error']
+    assert os.listdir(str(storage)) == []
+    assert stager.journal.records() == []
+    assert os.listdir(str(tmp_path / 'state')) == []

@@ -29,6 +29,13 @@ policy_opts = [
                      'every decision (True, rule xhv-policy-unavailable) '
                      'or allow it with a warning (False). Said in the log '
                      'when the service starts.'),
+    cfg.ListOpt('capabilities', default=[],
+                help='Capabilities this compute declares to the policy '
+                     'besides those XHV finds itself (uefi; exchange, '
+                     'exchange_tls and exchange_tls_verified from the '
+                     '[xhv] exchange options), e.g. secure_boot, '
+                     'encrypted_disks. Rules of the required_capabilities '
+                     'template read them.'),
     cfg.BoolOpt('notify', default=True,
                 help='Send every decision that names a rule as an '
                      'oslo.messaging notification (CADF payload).'),

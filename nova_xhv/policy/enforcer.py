@@ -25,7 +25,8 @@ class Enforcer(object):
         self.fail_closed = fail_closed
         self.policy = None
         self.error = None
-        # reporter(document, decision): notifications, events (optional).
+        # reporter(context, point, document, decision): notifications,
+        # instance action events (nova_xhv.policy.nova_report).
         self.reporter = reporter
         try:
             self.policy = engine.Policy.from_files(policy_file, policy_dir)
@@ -77,7 +78,7 @@ class Enforcer(object):
                 '[xhv_policy] fail_closed is off' % why)], dryrun=[],
             digest=self.digest)
 
-    def decide(self, document, report=True):
+    def decide(self, document, context=None, report=True):
         if self.policy is None:
             decision = self._unavailable(self.error)
         else:
@@ -90,7 +91,7 @@ class Enforcer(object):
         self._log(document, decision)
         if report and self.reporter is not None and decision.rule_ids:
             try:
-                self.reporter(document, decision)
+                self.reporter(context, self.point, document, decision)
             except Exception:
                 LOG.exception('Could not report an XHV policy decision')
         return decision

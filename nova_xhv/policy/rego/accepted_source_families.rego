@@ -15,7 +15,7 @@ violation contains v if {
 	lib.crosses_families
 	not input.source.family in object.get(input.destination, "accepts", [])
 	v := {"rule": rule.id, "enforcement": rule.enforcement, "msg": concat("", [
-		"host ", lib.host_text, " (", input.destination.family, ") takes no servers from ",
-		input.source.family, " ([xhv] accepted_source_families or no exchange_secret)",
+		"host ", lib.host_text, " (", lib.text(input.destination.family), ") takes no servers from ",
+		lib.text(input.source.family), " ([xhv] accepted_source_families or no exchange_secret)",
 	])}
 }

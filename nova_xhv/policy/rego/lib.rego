@@ -76,8 +76,15 @@ _roles_allow(roles) if {
 }
 
 # "kvm -> vmware" for messages.
-edge_text := concat("", [input.source.family, " -> ", input.destination.family])
+edge_text := concat("", [text(input.source.family), " -> ", text(input.destination.family)])
 
-host_text := object.get(input, ["destination", "host"], "?")
+host_text := text(object.get(input, ["destination", "host"], null))
+
+# A value for a message: a string as it is, anything else (null, an
+# absent key) as "?" -- concat over a non-string is undefined, and an
+# undefined message would silently drop its violation.
+text(x) := x if is_string(x)
+
+text(x) := "?" if not is_string(x)
 
 roles_text := concat(", ", sort(object.get(input, ["caller", "roles"], [])))

@@ -17,8 +17,8 @@ violation contains v if {
 	pinned != input.destination.family
 	not _listed(pinned)
 	v := {"rule": rule.id, "enforcement": rule.enforcement, "msg": concat("", [
-		"the image is pinned to ", pinned, " (hypervisor_type ", input.server.image.properties.hypervisor_type,
-		"); host ", lib.host_text, " is ", input.destination.family, " ([xhv] new_boot_families)",
+		"the image is pinned to ", lib.text(pinned), " (hypervisor_type ", lib.text(input.server.image.properties.hypervisor_type),
+		"); host ", lib.host_text, " is ", lib.text(input.destination.family), " ([xhv] new_boot_families)",
 	])}
 }
 

@@ -21,8 +21,8 @@ _reasons(params) := {r |
 	count(families) > 0
 	not input.destination.family in families
 	r := concat("", [
-		"project ", input.server.project_id, " may run on ", concat(", ", families),
-		" only, not on ", input.destination.family, " (host ", lib.host_text, ")",
+		"project ", lib.text(input.server.project_id), " may run on ", concat(", ", families),
+		" only, not on ", lib.text(input.destination.family), " (host ", lib.host_text, ")",
 	])
 } | {r |
 	aggregates := object.get(params, "aggregates", [])
@@ -30,7 +30,7 @@ _reasons(params) := {r |
 	names := {a.name | some a in object.get(input.destination, "aggregates", [])}
 	count(names & {a | some a in aggregates}) == 0
 	r := concat("", [
-		"project ", input.server.project_id, " may run in aggregates ", concat(", ", aggregates),
+		"project ", lib.text(input.server.project_id), " may run in aggregates ", concat(", ", aggregates),
 		" only; host ", lib.host_text, " is in: ", concat(", ", sort(names)),
 	])
 } | {r |
@@ -38,7 +38,7 @@ _reasons(params) := {r |
 	count(zones) > 0
 	not object.get(input.destination, "availability_zone", null) in zones
 	r := concat("", [
-		"project ", input.server.project_id, " may run in availability zones ", concat(", ", zones),
-		" only, not in ", object.get(input.destination, "availability_zone", "none"),
+		"project ", lib.text(input.server.project_id), " may run in availability zones ", concat(", ", zones),
+		" only, not in ", lib.text(object.get(input.destination, "availability_zone", null)),
 	])
 }

@@ -19,7 +19,7 @@ violation contains v if {
 	missing := {c | some c in rule.parameters.capabilities} - have
 	count(missing) > 0
 	v := {"rule": rule.id, "enforcement": rule.enforcement, "msg": concat("", [
-		"host ", lib.host_text, " (", input.destination.family, ") lacks ", concat(", ", sort(missing)),
+		"host ", lib.host_text, " (", lib.text(input.destination.family), ") lacks ", concat(", ", sort(missing)),
 	])}
 }
 

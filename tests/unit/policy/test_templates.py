@@ -209,6 +209,19 @@ def test_defaults_can_be_dropped():
     assert policy.decide(DEFAULT_CASES[1][1]).allowed
 
 
+@pytest.mark.parametrize('document', [
+    doc('boot', dest=dict(VMW, host=None)),
+    doc('boot', dest=dict(VMW, host=None, family='vmware',
+                          availability_zone=None)),
+], ids=['no host name', 'no zone'])
+def test_violations_survive_missing_names(policy, document):
+    # The scheduler decides per host class, without host names: a message
+    # must never turn undefined (and drop its violation) for want of one.
+    decision = policy.decide(document)
+    assert [v.rule for v in decision.deny] == ['p1-kvm-only']
+    assert '(host ?)' in decision.deny[0].msg
+
+
 def test_hostile_strings_are_data_not_syntax(policy):
     # Quotes, backslashes, Rego-looking text and non-ASCII in everything
     # a server's owner controls.

@@ -120,6 +120,33 @@ def read_files(policy_file, policy_dir):
     return document, modules, tests
 
 
+def read_case_files(policy_dir):
+    """{name: [case]} of ``*_test.yaml`` tables in ``policy_dir``.
+
+    A case: ``{name, input, deny: [rule ids], warn: [...], dryrun:
+    [...]}``; a kind left out is not checked.  Tables need no ``with``
+    (which rego-cpp 1.5 can crash on), so they are the dependable way to
+    test a policy.
+    """
+    found = {}
+    if not policy_dir or not os.path.isdir(policy_dir):
+        return found
+    for path in sorted(glob.glob(os.path.join(policy_dir, '*_test.yaml'))):
+        try:
+            with open(path, encoding='utf-8') as f:
+                table = yaml.safe_load(f) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise PolicyError(['%s: %s' % (path, error)])
+        cases = table.get('cases') if isinstance(table, dict) else None
+        if not isinstance(cases, list) or not all(
+                isinstance(c, dict) and isinstance(c.get('input'), dict)
+                for c in cases):
+            raise PolicyError(['%s: expected "cases": a list of {name, '
+                               'input, deny, warn, dryrun}' % path])
+        found[os.path.basename(path)] = cases
+    return found
+
+
 def normalize_rules(document):
     """The rule instances of a policy document; PolicyError if invalid."""
     errors = []
@@ -297,6 +324,7 @@ class Policy(object):
         self.operator_modules = dict(operator_modules)
         self.test_modules = dict(test_modules or {})
         self.source = source
+        self.case_files = {}
         self.packages = check_modules(dict(self.operator_modules,
                                            **self.test_modules))
         self.modules = shipped_modules(rules)
@@ -316,8 +344,22 @@ class Policy(object):
     @classmethod
     def from_files(cls, policy_file, policy_dir):
         document, modules, tests = read_files(policy_file, policy_dir)
-        return cls(normalize_rules(document), modules, tests,
-                   source='%s + %s/*.rego' % (policy_file, policy_dir))
+        errors = []
+        rules = []
+        try:
+            rules = normalize_rules(document)
+        except PolicyError as error:
+            errors.extend(error.errors)
+        try:
+            check_modules(dict(modules, **tests))
+        except PolicyError as error:
+            errors.extend(error.errors)
+        if errors:
+            raise PolicyError(errors)
+        policy = cls(rules, modules, tests,
+                     source='%s + %s/*.rego' % (policy_file, policy_dir))
+        policy.case_files = read_case_files(policy_dir)
+        return policy
 
     @property
     def short_digest(self):
@@ -369,6 +411,29 @@ class Policy(object):
             for rule in sorted(set(_TEST_RULE.findall(text))):
                 found.append((name, 'data.%s.%s' % (package, rule)))
         return found
+
+    def run_cases(self):
+        """[(table, case name, passed, detail)] of the *_test.yaml tables."""
+        results = []
+        for table, cases in sorted(self.case_files.items()):
+            for index, case in enumerate(cases):
+                name = str(case.get('name') or '#%d' % (index + 1))
+                try:
+                    decision = self.decide(case['input'])
+                except PolicyError as error:
+                    results.append((table, name, False, str(error)))
+                    continue
+                wrong = []
+                for kind in ('deny', 'warn', 'dryrun'):
+                    if kind not in case:
+                        continue
+                    got = sorted({v.rule for v in getattr(decision, kind)})
+                    want = sorted(set(case[kind] or []))
+                    if got != want:
+                        wrong.append('%s: want %s, got %s' % (kind, want,
+                                                              got))
+                results.append((table, name, not wrong, '; '.join(wrong)))
+        return results
 
     def run_tests(self):
         """[(module, rule path, passed, detail)]."""

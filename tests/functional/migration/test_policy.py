@@ -287,3 +287,51 @@ class PolicyFilterTestCase(PolicyTestCase):
             server, {'status': 'ACTIVE', 'OS-EXT-STS:task_state': None})
         self.assertEqual(VMW, server['OS-EXT-SRV-ATTR:host'])
         self.assertEqual('poweredOn', self.power_state(server))
+
+
+class OperatorCommandsTestCase(PolicyTestCase):
+    """xhv-policy explain and audit over the harness's databases."""
+
+    rules = [PCI_RULE]
+
+    def test_explain_names_the_rule_and_the_roles_that_pass(self):
+        from nova_xhv.cmd import policy as policy_cmd
+        from nova_xhv.policy import enforcer
+
+        self.start_both()
+        server = self.boot_on_vmware(tags=['pci'])
+        checker = enforcer.Enforcer(self.policy_file, self.policy_root,
+                                    point='explain')
+        document, decision = policy_cmd.explain(
+            self.ctxt, checker, server['id'], FAKE, 'move', ['member'])
+        self.assertFalse(decision.allowed)
+        self.assertEqual(['pci-admin-only'], decision.rule_ids)
+        self.assertEqual('vmware', document['source']['family'])
+        self.assertEqual('fake', document['destination']['family'])
+        self.assertEqual(['pci'], document['server']['tags'])
+        _document, decision = policy_cmd.explain(
+            self.ctxt, checker, server['id'], FAKE, 'move', ['admin'])
+        self.assertTrue(decision.allowed)
+
+    def test_audit_finds_the_server_seeded_before_the_rule(self):
+        from nova_xhv.cmd import policy as policy_cmd
+        from nova_xhv.policy import enforcer
+
+        self.start_both()
+        seeded = self.boot_on_vmware()
+        checker = enforcer.Enforcer(self.policy_file, self.policy_root,
+                                    point='audit')
+        self.assertEqual([], policy_cmd.audit(self.ctxt, checker))
+        # The rule arrives after the server: the project may run on fake
+        # only.
+        confined = self.write_policy('later.yaml', self.rules + [
+            {'id': 'project-on-fake', 'template': 'project_placement',
+             'match': {'projects': [self.api.project_id]},
+             'parameters': {'families': ['fake']}}])
+        checker = enforcer.Enforcer(confined, self.policy_root,
+                                    point='audit')
+        found = policy_cmd.audit(self.ctxt, checker)
+        self.assertEqual([seeded['id']], [i.uuid for i, _h, _d in found])
+        _instance, host, decision = found[0]
+        self.assertEqual('vmware', host['family'])
+        self.assertEqual(['project-on-fake'], [v.rule for v in decision.deny])

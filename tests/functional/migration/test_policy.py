@@ -13,6 +13,7 @@ import tempfile
 import yaml
 
 from nova import objects
+from nova.tests.functional.api import client
 
 from nova_xhv.policy import cadf
 from tests.functional.migration import base as migration_base
@@ -36,6 +37,8 @@ class PolicyTestCase(vmware_nova.VMwareFunctionalTestCase):
     xhv_backend = None
     rules = []
     scheduler_filter = False
+    # Put XHV's admission filter into nova-api's pipelines.
+    admission = False
 
     def setUp(self):
         # The scheduler (and its filters) start in the harness's setUp:
@@ -45,6 +48,8 @@ class PolicyTestCase(vmware_nova.VMwareFunctionalTestCase):
         self.policy_file = self.write_policy('policy.yaml', self.rules)
         self.flags(group='xhv_policy', policy_file=self.policy_file,
                    policy_dir=os.path.join(self.policy_root, 'policy.d'))
+        if self.admission:
+            self.api_paste_config = admission_paste_config(self.policy_root)
         if self.scheduler_filter:
             from nova.conf import scheduler
             defaults = [o for o in scheduler.filter_scheduler_opts
@@ -129,6 +134,26 @@ class PolicyTestCase(vmware_nova.VMwareFunctionalTestCase):
     def policy_notifications(self):
         return [n for n in self.notifier.notifications
                 if n.event_type == cadf.EVENT_TYPE]
+
+
+def admission_paste_config(folder):
+    """Nova's api-paste.ini with xhvpolicy after keystonecontext.
+
+    As doc/source/policy.rst tells operators.
+    """
+    import sys
+
+    with open(os.path.join(sys.prefix, 'etc', 'nova',
+                           'api-paste.ini')) as f:
+        text = f.read()
+    assert text.count(' keystonecontext ') == 2, 'Nova changed its pipelines'
+    text = text.replace(' keystonecontext ', ' keystonecontext xhvpolicy ')
+    text += ('\n[filter:xhvpolicy]\npaste.filter_factory = '
+             'nova_xhv.api.admission:filter_factory\n')
+    path = os.path.join(folder, 'api-paste.ini')
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
 
 
 def _rmtree(path):
@@ -335,3 +360,52 @@ class OperatorCommandsTestCase(PolicyTestCase):
         _instance, host, decision = found[0]
         self.assertEqual('vmware', host['family'])
         self.assertEqual(['project-on-fake'], [v.rule for v in decision.deny])
+
+
+class AdmissionTestCase(PolicyTestCase):
+    """nova-api's own WSGI pipeline with XHV's admission filter."""
+
+    admission = True
+    rules = [PCI_RULE]
+
+    def test_member_migrate_answers_403_with_the_rule(self):
+        self.start_both()
+        server = self.boot_on_vmware(tags=['pci'])
+        error = self.assertRaises(
+            client.OpenStackApiException, self.member_api.post_server_action,
+            server['id'], {'migrate': None})
+        self.assertEqual(403, error.response.status_code)
+        message = error.response.json()['forbidden']['message']
+        self.assertIn('pci-admin-only', message)
+        self.assertIn('wherever it would go', message)
+        # Refused before any work: no migration, still running on vSphere.
+        self.assertEqual([], self.api.get_migrations())
+        server = self.api.get_server(server['id'])
+        self.assertEqual(('ACTIVE', VMW), (server['status'],
+                                           server['OS-EXT-SRV-ATTR:host']))
+        # Naming the destination: the same answer, for that host.
+        error = self.assertRaises(
+            client.OpenStackApiException, self.member_api.post_server_action,
+            server['id'], {'migrate': {'host': FAKE}})
+        self.assertEqual(403, error.response.status_code)
+        message = error.response.json()['forbidden']['message']
+        self.assertIn('pci-admin-only', message)
+        self.assertIn('vmware -> fake', message)
+        # The admin passes the same gate and the move happens.
+        server = self._migrate_server(server)
+        self.assertEqual(FAKE, server['OS-EXT-SRV-ATTR:host'])
+        self._confirm_resize(server)
+
+    def test_unreadable_requests_are_nova_s_to_answer(self):
+        self.start_both()
+        server = self.boot_on_vmware(tags=['pci'])
+        for body in (b'{"migrate": ', b'[1, 2]', b'{"migrate": null, '
+                                                 b'"resize": {}}'):
+            response = self.member_api.api_request(
+                '/servers/%s/action' % server['id'], method='POST',
+                body=body)
+            self.assertEqual(400, response.status_code, response.text)
+        response = self.member_api.api_request(
+            '/servers/%s/action' % ('0' * 36), method='POST',
+            body=b'{"migrate": null}')
+        self.assertEqual(404, response.status_code, response.text)

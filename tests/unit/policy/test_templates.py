@@ -171,6 +171,9 @@ DEFAULT_CASES = [
     ('no exchange: accepts nothing', doc('move', source=VMW,
                                          dest=host('k1', 'kvm', accepts=[])),
      ['xhv-accepted-source-families']),
+    ('unknown acceptance (nova-api judging a class) is not a refusal',
+     doc('move', source=VMW, dest=dict(host('k1', 'kvm'), accepts=None)),
+     []),
     ('same family needs no acceptance',
      doc('move', source=KVM, dest=host('k2', 'kvm', accepts=[])), []),
     # pinned_image_boot: new boots of pinned images

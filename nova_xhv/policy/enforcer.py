@@ -78,7 +78,7 @@ class Enforcer(object):
                 '[xhv_policy] fail_closed is off' % why)], dryrun=[],
             digest=self.digest)
 
-    def decide(self, document, context=None, report=True):
+    def decide(self, document, context=None, report=True, log=True):
         if self.policy is None:
             decision = self._unavailable(self.error)
         else:
@@ -88,7 +88,8 @@ class Enforcer(object):
                 LOG.error('XHV policy evaluation failed at the %s point: '
                           '%s', self.point, error)
                 decision = self._unavailable(error)
-        self._log(document, decision)
+        if log:
+            self._log(document, decision)
         if report and self.reporter is not None and decision.rule_ids:
             try:
                 self.reporter(context, self.point, document, decision)

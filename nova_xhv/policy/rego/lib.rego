@@ -22,12 +22,14 @@ crosses_families if {
 # true when the rule's match block selects this request; an absent key
 # selects everything.
 applies(rule) if {
-	_actions_match(object.get(rule, ["match", "actions"], []))
-	_projects_match(object.get(rule, ["match", "projects"], []))
-	_tags_match(object.get(rule, ["match", "tags"], []))
-	_pairs_match(object.get(rule, ["match", "metadata"], {}), object.get(input, ["server", "metadata"], {}))
-	_pairs_match(object.get(rule, ["match", "image_properties"], {}), object.get(input, ["server", "image", "properties"], {}))
-	_pairs_match(object.get(rule, ["match", "flavor_extra_specs"], {}), object.get(input, ["server", "flavor", "extra_specs"], {}))
+	# The loader writes every match key (empty: any), so no lookups with
+	# defaults here: this runs once per rule per decision.
+	_actions_match(rule.match.actions)
+	_projects_match(rule.match.projects)
+	_tags_match(rule.match.tags)
+	_pairs_match(rule.match.metadata, object.get(input, ["server", "metadata"], {}))
+	_pairs_match(rule.match.image_properties, object.get(input, ["server", "image", "properties"], {}))
+	_pairs_match(rule.match.flavor_extra_specs, object.get(input, ["server", "flavor", "extra_specs"], {}))
 }
 
 _actions_match(actions) if count(actions) == 0

@@ -257,6 +257,14 @@ class DigestMismatchTestCase(PolicyTestCase):
         digests = {h: self.computes[h].manager.driver.policy.digest
                    for h in (VMW, FAKE)}
         self.assertNotEqual(digests[VMW], digests[FAKE])
+        # Each compute publishes its digest in its node stats.
+        with nova_base.nova_context.target_cell(
+                self.ctxt, self.cell_mappings['cell1']) as cctxt:
+            for host in (VMW, FAKE):
+                node = objects.ComputeNodeList.get_all_by_host(cctxt,
+                                                               host)[0]
+                self.assertEqual(digests[host],
+                                 node.stats['xhv_policy_digest'])
         server = self.boot_on_vmware()
 
         self.api.post_server_action(server['id'], {'migrate': None})

@@ -132,3 +132,16 @@ def test_test_without_tests_fails(tmp_path):
 def test_console_script_is_installed():
     script = os.path.join(os.path.dirname(sys.executable), 'xhv-policy')
     assert os.access(script, os.X_OK), 'reinstall: pip install .'
+
+
+def test_the_sample_policy_is_valid_and_its_cases_pass():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))))
+    paths = ['--policy-file', os.path.join(root, 'etc', 'xhv',
+                                           'policy.yaml'),
+             '--policy-dir', os.path.join(root, 'etc', 'xhv', 'policy.d')]
+    result = run(*paths, 'check')
+    assert result.returncode == 0, result.stdout
+    result = run(*paths, 'test')
+    assert result.returncode == 0, result.stdout
+    assert '0 failed' in result.stdout

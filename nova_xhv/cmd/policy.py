@@ -83,6 +83,8 @@ def run_tests_here(policy_file, policy_dir):
     from nova_xhv.policy import engine
 
     policy = engine.Policy.from_files(policy_file, policy_dir)
+    # Only here: a broken test table must not stop a service.
+    policy.case_files = engine.read_case_files(policy_dir)
     print(json.dumps([{'module': m, 'rule': r, 'passed': p, 'detail': d}
                       for m, r, p, d in policy.run_cases()
                       + policy.run_tests()]))

@@ -383,10 +383,8 @@ class Policy(object):
             errors.extend(error.errors)
         if errors:
             raise PolicyError(errors)
-        policy = cls(rules, modules, tests,
-                     source='%s + %s/*.rego' % (policy_file, policy_dir))
-        policy.case_files = read_case_files(policy_dir)
-        return policy
+        return cls(rules, modules, tests,
+                   source='%s + %s/*.rego' % (policy_file, policy_dir))
 
     @property
     def short_digest(self):

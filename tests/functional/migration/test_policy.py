@@ -218,7 +218,10 @@ class DryrunTestCase(PolicyTestCase):
 
     rules = [{'id': 'no-moves-to-fake', 'template': 'move_matrix',
               'enforcement': 'dryrun',
-              'parameters': {'allow': [{'from': 'fake', 'to': 'vmware'}]}}]
+              'parameters': {'allow': [{'from': 'fake', 'to': 'vmware'}]}},
+             {'id': 'secure-boot-wanted', 'template': 'required_capabilities',
+              'enforcement': 'warn', 'match': {'actions': ['move']},
+              'parameters': {'capabilities': ['secure_boot']}}]
 
     def test_dryrun_rule_lets_the_move_through_and_notifies(self):
         self.start_both()
@@ -236,8 +239,13 @@ class DryrunTestCase(PolicyTestCase):
                        for a in payload['attachments']}
         self.assertEqual('driver', attachments['enforcement_point'])
         self.assertEqual(64, len(attachments['policy_digest']))
-        self.assertEqual(['no-moves-to-fake'], attachments['rule_ids'])
+        self.assertEqual(['no-moves-to-fake', 'secure-boot-wanted'],
+                         attachments['rule_ids'])
         self.assertTrue(attachments['request_id'].startswith('req-'))
+        # A warning is an instance action event too; a dryrun is not.
+        events = [e['event'] for e in self.events(server, 'migrate')]
+        self.assertIn('xhv_policy_warn:secure-boot-wanted', events)
+        self.assertFalse([e for e in events if 'no-moves-to-fake' in e])
         self._confirm_resize(server)
 
 

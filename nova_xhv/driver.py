@@ -23,6 +23,10 @@ from nova_xhv.backends import family as backend_family
 import nova_xhv.conf
 from nova_xhv import forwarding
 from nova_xhv.migration import service
+from nova_xhv.policy import enforcer as policy_enforcer
+from nova_xhv.policy import inputs as policy_inputs
+from nova_xhv.policy import nova_input
+from nova_xhv.policy import nova_report
 
 CONF = nova_xhv.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -111,6 +115,14 @@ class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
         self.backend_name = CONF.xhv.backend
         self.backend = load_backend(self.backend_name, virtapi, read_only)
         self.moves = service.MoveService(self.backend, CONF.xhv)
+        # The policy backstop: forced hosts and moves the scheduler never
+        # saw are decided here too (doc/source/policy.rst).
+        self.policy = policy_enforcer.Enforcer.from_conf(
+            CONF.xhv_policy, 'driver', reporter=nova_report.reporter(
+                lambda: self.moves.host or CONF.host)
+            if CONF.xhv_policy.notify else None)
+        self.moves.policy = self.policy
+        self._policy_capabilities = self._find_capabilities()
         LOG.info('XHV runs the %r backend (%s, native disk format %s)',
                  self.backend_name, self.backend.family,
                  self.backend.native_format)
@@ -148,9 +160,91 @@ class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
 
     def get_available_resource(self, nodename):
         # Publishes this compute's family, exchange URL and the hypervisor
-        # types it takes through translation (supported_instances).
-        return self.moves.advertise(
+        # types it takes through translation (supported_instances), and
+        # what the policy reads: capabilities and the policy digest.
+        resources = self.moves.advertise(
             self.backend.get_available_resource(nodename))
+        resources['stats'] = self._policy_stats(resources.get('stats'))
+        return resources
+
+    # -- policy backstop ---------------------------------------------------
+
+    def _find_capabilities(self):
+        found = set(c.strip() for c in CONF.xhv_policy.capabilities
+                    if c.strip())
+        found.add('uefi')  # every family maps the neutral uefi firmware
+        if self.moves.enabled:
+            found.add('exchange')
+            if CONF.xhv.exchange_use_tls:
+                found.add('exchange_tls')
+                if not CONF.xhv.exchange_insecure:
+                    found.add('exchange_tls_verified')
+        return sorted(found)
+
+    def _policy_stats(self, stats):
+        stats = dict(stats or {})
+        stats[policy_inputs.STAT_CAPABILITIES] = ','.join(
+            self._policy_capabilities)
+        stats[policy_inputs.STAT_DIGEST] = self.policy.digest or 'unavailable'
+        return stats
+
+    def _self_view(self, context):
+        """This compute as the policy's HOST."""
+        host = self.moves.host or CONF.host
+        stats = self._policy_stats(self.moves.advertise(
+            {'stats': {}, 'supported_instances': []})['stats'])
+        aggregates, zone = nova_input.aggregates_of_host(context, host)
+        return policy_inputs.host_from_stats(host, stats, None, aggregates,
+                                             zone)
+
+    def _decide(self, context, action, instance, source, destination):
+        document = policy_inputs.document(
+            action, nova_input.caller_of(context),
+            nova_input.server_of_instance(instance), source, destination,
+            point='driver', request_id=nova_input.request_id_of(context))
+        return document, self.policy.decide(document, context)
+
+    def spawn(self, context, instance, image_meta, injected_files,
+              admin_password, allocations, network_info=None,
+              block_device_info=None, power_on=True, accel_info=None):
+        action = ('unshelve' if instance.vm_state == 'shelved_offloaded'
+                  else 'boot')
+        _document, decision = self._decide(context, action, instance, None,
+                                           self._self_view(context))
+        if not decision.allowed:
+            # No reschedule: a forced host has no alternative, and the
+            # scheduler's filter should have kept the server away.
+            raise exception.BuildAbortException(
+                instance_uuid=instance.uuid, reason=decision.reason())
+        return self.backend.spawn(context, instance, image_meta,
+                                  injected_files, admin_password, allocations,
+                                  network_info, block_device_info, power_on,
+                                  accel_info)
+
+    _MOVE_ACTIONS = {'migration': 'move', 'resize': 'resize',
+                     'evacuation': 'evacuate',
+                     'live-migration': 'live_migrate'}
+
+    def _enforce_move(self, context, instance, destination):
+        """Refuse a move before anything is touched; the claim to sign."""
+        migration = destination.migration
+        action = self._MOVE_ACTIONS.get(
+            getattr(migration, 'migration_type', None), 'move')
+        try:
+            target = nova_input.host_of_node(context, destination.host,
+                                             destination.node)
+        except Exception as error:
+            LOG.warning('XHV policy: cannot read destination %s: %s',
+                        destination.host, error)
+            target = policy_inputs.host(destination.host,
+                                        destination.family)
+        document, decision = self._decide(context, action, instance,
+                                          self._self_view(context), target)
+        if not decision.allowed:
+            raise exception.InstanceFaultRollback(
+                inner_exception=nova_report.PolicyRefused(
+                    reason=decision.reason()))
+        return {'digest': decision.digest, 'input': document}
 
     # -- cold migration and resize ---------------------------------------
 
@@ -158,6 +252,9 @@ class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
                                    network_info, block_device_info=None,
                                    timeout=0, retry_interval=0):
         destination = self.moves.destination_of(context, instance)
+        # Before power-off: a refused move leaves the server running here.
+        destination.policy = self._enforce_move(context, instance,
+                                                destination)
         if not self.moves.crosses_family(destination):
             return self.backend.migrate_disk_and_power_off(
                 context, instance, dest, flavor, network_info,

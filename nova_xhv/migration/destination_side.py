@@ -78,7 +78,8 @@ class DestinationStager(object):
 
     def __init__(self, backend, state_dir, convert_options, remote_options,
                  accepted_families=(), disk_bus_default='sata',
-                 nic_model_default='e1000', original_lookup=None):
+                 nic_model_default='e1000', original_lookup=None,
+                 policy=None):
         """Stage for ``backend``.
 
         :param remote_options: dict of RemoteSource keywords besides url,
@@ -94,6 +95,8 @@ class DestinationStager(object):
         # instance uuid -> journal key of an original this compute keeps
         # (it was the source of a move not yet confirmed), or None.
         self._original_lookup = original_lookup
+        # The compute's policy enforcer (nova_xhv.policy.enforcer), or None.
+        self.policy = policy
         self._jobs = {}
         self._lock = threading.Lock()
 
@@ -120,6 +123,7 @@ class DestinationStager(object):
                 'this compute accepts servers from %s only ([xhv] '
                 'accepted_source_families), not from %s'
                 % (', '.join(self._accepted), source_family), status=403)
+        self._recheck_policy(request)
         disks = request.get('disks') or []
         if not disks or not request.get('instance_uuid'):
             raise exchange.ControlError('a stage request names an instance '
@@ -136,6 +140,47 @@ class DestinationStager(object):
                                   name='xhv-stage-%s' % key, daemon=True)
         thread.start()
         return job.report()
+
+    def _recheck_policy(self, request):
+        """Refuse a move this compute's policy would not allow.
+
+        The source signs its policy digest and the input document it
+        decided on into the stage request: computes whose policies
+        drifted apart refuse (409) instead of each enforcing its own; the
+        same policy is asked again here, with this compute as the
+        enforcement point (403 and the rule ids when it denies).
+        """
+        if self.policy is None:
+            return
+        claim = request.get('policy')
+        if not isinstance(claim, dict) or not claim.get('digest'):
+            raise exchange.ControlError(
+                'the source sent no XHV policy digest; this compute '
+                'enforces policy %s: upgrade the source'
+                % (self.policy.digest or 'unavailable')[:16], status=409)
+        if claim['digest'] != self.policy.digest:
+            raise exchange.ControlError(
+                'XHV policy digest mismatch: the source runs %s, this '
+                'compute %s; install the same policy files on every node'
+                % (str(claim['digest'])[:16],
+                   (self.policy.digest or 'unavailable')[:16]), status=409)
+        document = claim.get('input')
+        if not isinstance(document, dict):
+            raise exchange.ControlError('the policy claim carries no input '
+                                        'document')
+        destination = document.get('destination') or {}
+        if destination.get('family') != self.backend.family:
+            raise exchange.ControlError(
+                'the policy input names a %s destination; this compute is '
+                '%s' % (destination.get('family'), self.backend.family),
+                status=403)
+        document = dict(document, point='exchange')
+        try:
+            decision = self.policy.decide(document)
+        except ValueError as error:  # a malformed document
+            raise exchange.ControlError('bad policy input: %s' % error)
+        if not decision.allowed:
+            raise exchange.ControlError(decision.reason(), status=403)
 
     def stage_status(self, key):
         job = self._job(key)

@@ -67,6 +67,8 @@ class MoveService(object):
         self.stager = None
         self.journal = None
         self.client = None
+        # The driver's policy enforcer; the stager re-checks moves with it.
+        self.policy = None
         self._stopping = threading.Event()
 
     # -- service life ------------------------------------------------------
@@ -93,7 +95,7 @@ class MoveService(object):
             accepted_families=c['accepted_source_families'],
             disk_bus_default=c['cross_family_disk_bus'],
             nic_model_default=c['cross_family_nic_model'],
-            original_lookup=self.original_key_for)
+            original_lookup=self.original_key_for, policy=self.policy)
         self.client = exchange_client.ExchangeClient(
             self._secret, ca_file=c['exchange_ca_file'],
             insecure=c['exchange_insecure'])

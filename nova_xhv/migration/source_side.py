@@ -89,6 +89,9 @@ class Destination:
     family: typing.Optional[str]
     url: typing.Optional[str]
     migration: typing.Any
+    # {'digest', 'input'}: what the source's policy decided on, signed
+    # into the stage request for the destination to re-check.
+    policy: typing.Any = None
 
 
 def destination_of(context, instance):
@@ -189,6 +192,8 @@ class SourceMove(object):
                 'dest_url': dest.url,
                 'exported': [d.to_dict() for d in exported]})
             request = self._stage_request(key, instance, exported, published)
+            if dest.policy is not None:
+                request['policy'] = dest.policy
             step = time.monotonic()
             with self._event(context, 'xhv_stage_disks', instance):
                 report = self._stage_and_wait(dest, key, instance, request)

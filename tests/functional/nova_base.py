@@ -88,11 +88,13 @@ class XHVFunctionalTestCase(integrated_helpers.ProviderUsageBaseTestCase):
     microversion = 'latest'
     # Image caches and instance folders take external (file) locks.
     REQUIRES_LOCKING = True
+    # An api-paste.ini of the test's own (None: the installed Nova's).
+    api_paste_config = None
 
     def setUp(self):
         # Before the harness builds the API from it (as nova's own base
         # sets compute_driver); ConfFixture clears overrides at cleanup.
-        self.flags(api_paste_config=os.path.join(
+        self.flags(api_paste_config=self.api_paste_config or os.path.join(
             sys.prefix, 'etc', 'nova', 'api-paste.ini'), group='wsgi')
         super().setUp()
         if self.xhv_backend:

@@ -182,3 +182,19 @@ def test_the_scan_sees_an_import():
     assert _violations('nova_xhv.migration', ('nova_xhv.backends',)) != []
     assert 'nova_xhv.backends.family' in _imports(os.path.join(
         ROOT, 'nova_xhv', 'migration', 'hardware.py'))
+
+
+def test_the_policy_core_imports_no_nova():
+    # Only the adapters (nova_input, nova_report) speak Nova: the engine,
+    # templates, input builder, CADF event and enforcer run anywhere (the
+    # command line, a test, another service).
+    found = []
+    for path in _python_files('nova_xhv.policy'):
+        if os.path.basename(path) in ('nova_input.py', 'nova_report.py'):
+            continue
+        found += ['%s imports %s' % (os.path.relpath(path, ROOT), name)
+                  for name in sorted(_imports(path))
+                  if name == 'nova' or name.startswith('nova.')
+                  or name.startswith(('nova_xhv.migration', 'nova_xhv.driver',
+                                      'nova_xhv.scheduler'))]
+    assert found == []

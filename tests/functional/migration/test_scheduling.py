@@ -90,8 +90,10 @@ class SchedulingTestCase(base.CrossHypervisorTestCase):
 class WithoutFilterTestCase(base.CrossHypervisorTestCase):
     """Why the filter ships.
 
-    The stock filters let a pinned boot land on KVM once KVM advertises
-    what it takes through translation.
+    The stock filters let a pinned boot reach KVM once KVM advertises what
+    it takes through translation; only the XHV driver's policy backstop
+    (the default rule xhv-new-boot-families) stops it there, after the
+    scheduler chose the host.
     """
 
     def test_stock_filters_cannot_tell_a_boot_from_a_move(self):
@@ -99,6 +101,8 @@ class WithoutFilterTestCase(base.CrossHypervisorTestCase):
         self.start_kvm()
         image_id, _raw = self.make_vmware_image({'hypervisor_type': 'vmware'})
         server = self._create_server(image_uuid=image_id, networks='none',
-                                     host=base.KVM)
-        self.assertEqual(base.KVM, server['OS-EXT-SRV-ATTR:host'])
+                                     host=base.KVM, expected_state='ERROR')
+        # Refused where it landed: the fault names the rule and the host.
+        self.assertIn('xhv-new-boot-families', server['fault']['message'])
+        self.assertIn('host %s' % base.KVM, server['fault']['message'])
         self._delete_server(server)

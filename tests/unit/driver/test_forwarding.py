@@ -174,7 +174,7 @@ class TestXHVDriverForwarding(ForwardingContract, testtools.TestCase):
         'capabilities_as_traits', 'check_instance_shared_storage_local',
         'cleanup_host', 'confirm_migration', 'destroy',
         'finish_migration', 'finish_revert_migration',
-        'get_available_resource', 'migrate_disk_and_power_off'))
+        'get_available_resource', 'migrate_disk_and_power_off', 'spawn'))
 
     def make_driver(self):
         return xhv_driver.XHVDriver(mock.sentinel.virtapi)

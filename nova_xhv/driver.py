@@ -125,6 +125,14 @@ class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
         # forwarded call would read the backend's).
         return driver.ComputeDriver.capabilities_as_traits(self)
 
+    def get_volume_connector(self, instance):
+        # The backend's os-brick style connector plus its family, which
+        # tells XHV's volume driver what connection info to answer
+        # (nova_xhv/backends/base.py, "Volumes").
+        connector = dict(self.backend.get_volume_connector(instance) or {})
+        connector[backend_family.CONNECTOR_FAMILY_KEY] = self.backend.family
+        return connector
+
     def init_host(self, host):
         try:
             started = self.backend.init_host(host)

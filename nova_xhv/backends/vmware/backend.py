@@ -1,8 +1,9 @@
 """VMwareBackend: Nova's ComputeDriver calls and XHV's disk exchange for
 one vCenter cluster (or standalone ESXi host), on pyvmomi.
 
-What it does not do yet (see doc/source/vmware.rst): Neutron port mapping
-(boot with ``--nic none``), volumes, ephemeral and swap disks, resize
+Volumes: raw NFS file volumes, attached in place (volumes.py).  What it
+does not do yet (see doc/source/vmware.rst): Neutron port mapping (boot
+with ``--nic none``), other volume types, ephemeral and swap disks, resize
 within vSphere.
 """
 
@@ -38,6 +39,7 @@ from nova_xhv.backends.vmware import inventory
 from nova_xhv.backends.vmware import nfc
 from nova_xhv.backends.vmware import session as vsession
 from nova_xhv.backends.vmware import vm as vmops
+from nova_xhv.backends.vmware import volumes
 import nova_xhv.conf
 from nova_xhv.conf import translate as translate_conf
 from nova_xhv.disk import DiskDescriptor
@@ -113,6 +115,8 @@ class VMwareBackend(base.Backend):
         self._files = datastore.DatastoreFiles(
             self._session, self._compute.datacenter_name,
             self._conf['transfer_timeout'])
+        self._volumes = volumes.VolumeAttacher(self._session, self._compute,
+                                               self._files)
         if not self._resources()['datastores']:
             raise errors.VSphereConfigError(
                 detail='no accessible datastore of %s matches datastore_regex'
@@ -239,8 +243,9 @@ class VMwareBackend(base.Backend):
             raise UnsupportedRequest(
                 what='attaching %d Neutron port(s): network mapping is not '
                      'implemented; boot with --nic none' % len(network_info))
-        if driver.block_device_info_get_mapping(block_device_info):
-            raise UnsupportedRequest(what='attaching volumes')
+        for bdm in driver.block_device_info_get_mapping(block_device_info):
+            # Refused before anything is created.
+            volumes.file_volume(bdm['connection_info'])
 
     def _staging_dir(self, prefix):
         return tempfile.mkdtemp(prefix=prefix, dir=self._staging_root)
@@ -311,10 +316,54 @@ class VMwareBackend(base.Backend):
                                                   reason=str(error))
             adapter = vmops.adapter_type(image_meta,
                                          self._conf['default_adapter_type'])
-            self._import(instance, instance.uuid, vmops.INSTANCE_MARKER,
-                         [(disk, size)], adapter, power_on, firmware)
+            vm, _, _ = self._import(instance, instance.uuid,
+                                    vmops.INSTANCE_MARKER, [(disk, size)],
+                                    adapter, False, firmware)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        self._attach_mapped_volumes(instance, vm, block_device_info)
+        if power_on:
+            vmops.power_on(self._session, vm, instance)
+
+    def _attach_mapped_volumes(self, instance, vm, block_device_info):
+        try:
+            for bdm in driver.block_device_info_get_mapping(
+                    block_device_info):
+                self._volumes.attach(instance, vm, bdm['connection_info'])
+        except Exception:
+            self._volumes.remove_devices(
+                instance, vm, self._volumes.volume_devices(vm, instance))
+            raise
+
+    # -- volumes (volumes.py) -----------------------------------------
+
+    def get_volume_connector(self, instance):
+        # No 'instance' key: Cinder's VMDK driver would take the connector
+        # for Nova's own VMware driver and answer with shadow-VM disks.
+        return {'ip': CONF.my_ip, 'host': CONF.host, 'initiator': None,
+                'platform': 'x86_64', 'os_type': 'linux',
+                'multipath': False}
+
+    def attach_volume(self, context, connection_info, instance, mountpoint,
+                      disk_bus=None, device_type=None, encryption=None):
+        if encryption:
+            raise UnsupportedRequest(what='attaching an encrypted volume')
+        vm = vmops.get(self._session, self._compute, instance)
+        self._volumes.attach(instance, vm, connection_info)
+
+    def detach_volume(self, context, connection_info, instance, mountpoint,
+                      encryption=None):
+        vm = vmops.find(self._session, self._compute, instance)
+        if vm is None:
+            LOG.info('Instance %s has no VM on %s; volume already detached',
+                     instance.uuid, self._compute.name)
+            return
+        self._volumes.detach(instance, vm, connection_info)
+
+    def extend_volume(self, context, connection_info, instance,
+                      requested_size):
+        raise UnsupportedRequest(what='extending an attached volume '
+                                      '(detach it, extend, attach again)')
 
     def power_off(self, instance, timeout=0, retry_interval=0):
         vm = vmops.get(self._session, self._compute, instance)
@@ -339,6 +388,10 @@ class VMwareBackend(base.Backend):
             LOG.info('Instance %s has no VM on %s; nothing to destroy',
                      instance.uuid, self._compute.name)
             return
+        # vSphere deletes every disk file of a destroyed VM: volumes go
+        # first (their files are Cinder's).
+        self._volumes.remove_devices(
+            instance, vm, self._volumes.volume_devices(vm, instance))
         if destroy_disks:
             vmops.destroy(self._session, self._compute, vm, instance)
         else:

@@ -61,6 +61,14 @@ def _convert_options(workdir):
         staging_dir=workdir)
 
 
+def _root_volume(block_device_info):
+    """The mapping of the boot volume, or None (image-backed)."""
+    for bdm in driver.block_device_info_get_mapping(block_device_info):
+        if bdm.get('boot_index') == 0:
+            return bdm
+    return None
+
+
 class UnsupportedRequest(exception.NovaException):
     msg_fmt = 'The XHV vmware backend cannot do this yet: %(what)s'
 
@@ -303,6 +311,9 @@ class VMwareBackend(base.Backend):
         if vmops.find(self._session, self._compute, instance) is not None:
             raise exception.InstanceExists(name=instance.uuid)
         firmware = vmops.firmware(image_meta)
+        if _root_volume(block_device_info):
+            return self._spawn_from_volume(instance, block_device_info,
+                                           firmware, power_on)
         workdir = self._staging_dir('spawn-%s-' % instance.uuid)
         try:
             image = os.path.join(workdir, 'image')
@@ -325,10 +336,34 @@ class VMwareBackend(base.Backend):
         if power_on:
             vmops.power_on(self._session, vm, instance)
 
+    def _spawn_from_volume(self, instance, block_device_info, firmware,
+                           power_on):
+        """A VM whose boot disk is the root volume (no image disk)."""
+        ds_name = self._pick_datastore(0)
+        spec = vmops.config_spec(instance.uuid, instance, ds_name,
+                                 instance.uuid, [],
+                                 self._conf['default_adapter_type'],
+                                 firmware=firmware)
+        vm = self._session.run_task(
+            'CreateVM_Task', self._compute.vm_folder.CreateVM_Task,
+            config=spec, pool=self._compute.root_pool, instance=instance)
+        try:
+            self._attach_mapped_volumes(instance, vm, block_device_info)
+            if power_on:
+                vmops.power_on(self._session, vm, instance)
+        except Exception:
+            vmops.destroy(self._session, self._compute, vm, instance)
+            raise
+
     def _attach_mapped_volumes(self, instance, vm, block_device_info):
         try:
-            for bdm in driver.block_device_info_get_mapping(
-                    block_device_info):
+            # The boot volume first: it takes the first free unit, which
+            # the BIOS boots from.
+            for bdm in sorted(
+                    driver.block_device_info_get_mapping(block_device_info),
+                    key=lambda b: (b.get('boot_index') is None or
+                                   b.get('boot_index') < 0,
+                                   b.get('boot_index') or 0)):
                 self._volumes.attach(instance, vm, bdm['connection_info'])
         except Exception:
             self._volumes.remove_devices(
@@ -446,7 +481,10 @@ class VMwareBackend(base.Backend):
             raise exception.InstanceInvalidState(
                 instance_uuid=instance.uuid, attr='power_state',
                 state='not poweredOff', method='export_disks')
-        devices = vmops.disks(self._session, vm, instance)
+        # Volumes are Cinder's: they follow the server by re-attaching.
+        devices = [(d, c) for d, c in vmops.disks(self._session, vm,
+                                                  instance)
+                   if not volumes.is_volume_disk(d)]
         if self._conf['export_method'] == 'nfc':
             workdir = self._staging_dir('export-%s-' % instance.uuid)
             try:
@@ -563,5 +601,6 @@ class VMwareBackend(base.Backend):
             spec.firmware = vmops.firmware(image_meta)
         vmops.reconfigure(self._session, vm, spec, instance)
         vmops.grow_root_disk(self._session, vm, instance)
+        self._attach_mapped_volumes(instance, vm, block_device_info)
         if power_on:
             vmops.power_on(self._session, vm, instance)

@@ -99,6 +99,12 @@ def file_volume(connection_info):
     return remote_host, remote_path.rstrip('/') or '/', name
 
 
+def is_volume_disk(device):
+    """Whether a VirtualDisk is a volume attached by XHV (not the VM's)."""
+    name = getattr(getattr(device, 'backing', None), 'fileName', '') or ''
+    return name.endswith(DESCRIPTOR_SUFFIX)
+
+
 def datastore_name_for(remote_host, remote_path):
     digest = hashlib.sha256(('%s:%s' % (remote_host, remote_path))
                             .encode()).hexdigest()[:12]
@@ -172,7 +178,7 @@ class VolumeAttacher:
             if ds_path is not None:
                 if file_name == ds_path:
                     found.append(disk)
-            elif file_name.endswith(DESCRIPTOR_SUFFIX):
+            elif is_volume_disk(disk):
                 found.append(disk)
         return found
 

@@ -13,38 +13,25 @@ import os
 import ssl
 import urllib.request
 
-import fixtures
 from pyVmomi import vim
 
 from nova_xhv.backends.vmware import volumes
-from tests.fixtures import cinder_services
 from tests.fixtures import disks
+from tests.functional import nova_cinder
 from tests.functional.vmware import test_nova
 
 MiB = disks.MiB
 PATTERN = b'XHV-WRITTEN-BY-ATTACHMENT-ONE\n' * 1000
 
 
-class VMwareVolumeTestCase(test_nova.VMwareFunctionalTestCase):
+class VMwareVolumeTestCase(nova_cinder.RealCinderMixin,
+                           test_nova.VMwareFunctionalTestCase):
 
     def setUp(self):
-        self.cinder_services = self.useFixture(
-            cinder_services.CinderServices())
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova.tests.fixtures.CinderFixture',
-            cinder_services.NoCinderFixture))
         super().setUp()
-        self.useFixture(cinder_services.NovaUsesCinder(
-            self, self.cinder_services))
-        # Admin: Cinder's noauth maps the token to the same project.
-        self.api = self.admin_api
         self.start_compute('vmware1')
 
     # -- helpers -----------------------------------------------------------
-
-    def server_volumes(self, server):
-        return sorted(a['volumeId'] for a in self.api.get_server_volumes(
-            server['id']))
 
     def volume_disks(self, server):
         vm = self.vm_of(server)
@@ -62,28 +49,10 @@ class VMwareVolumeTestCase(test_nova.VMwareFunctionalTestCase):
         with urllib.request.urlopen(request, context=context) as resp:
             return resp.read()[:length]
 
-    def attach(self, server, volume_id):
-        self.api.post_server_volume(
-            server['id'], {'volumeAttachment': {'volumeId': volume_id}})
-        return self.cinder_services.wait_volume(volume_id, 'in-use')
-
-    def detach(self, server, volume_id):
-        self.api.delete_server_volume(server['id'], volume_id)
-        return self.cinder_services.wait_volume(volume_id, 'available')
-
     def boot_server(self):
         if not hasattr(self, 'image_id'):
             self.image_id, _ = self.make_image('vmdk')
         server = self.boot(self.image_id)
-        return self._wait_for_state_change(server, 'ACTIVE')
-
-    def boot_volume(self, volume_id):
-        flavor = self._create_flavor(memory_mb=256, vcpu=1, disk=0)
-        server = self.api.post_server({'server': {
-            'name': 'bfv', 'flavorRef': flavor, 'networks': 'none',
-            'block_device_mapping_v2': [{
-                'boot_index': 0, 'uuid': volume_id, 'source_type': 'volume',
-                'destination_type': 'volume'}]}})
         return self._wait_for_state_change(server, 'ACTIVE')
 
     # -- tests -------------------------------------------------------------
@@ -163,12 +132,10 @@ class VMwareVolumeTestCase(test_nova.VMwareFunctionalTestCase):
 
     def test_boot_from_volume(self):
         cinder = self.cinder_services
-        volume = cinder.create_volume(size=1)
-        path = cinder.volume_file(volume['id'])
         # The volume holds a bootable disk (as "volume create --image"
         # would leave it).
-        extents = disks.make_bootable_disk(path, virtual_size=1024 * MiB)
-        cinder.set_bootable(volume['id'])
+        volume, extents = self.bootable_volume()
+        path = cinder.volume_file(volume['id'])
         server = self.boot_volume(volume['id'])
         self.assertEqual('poweredOn', self.power_state(server))
         # The VM's only disk is the volume, on the first SCSI unit.

@@ -7,9 +7,35 @@ CinderFixture out and points Nova's volume API at the real one.  Tests
 use the admin API (Cinder's noauth maps Nova's user and project 1:1).
 """
 
+import builtins
+import glob
+import os
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ElementTree
+
 import fixtures
 
 from tests.fixtures import cinder_services
+from tests.functional import nova_base
+
+# Nova's harness poisons /sys reads (SysFsPoisonFixture); os-brick's
+# connector reads the real host's /sys (FC HBAs, NVMe host NQN) to build
+# the connector a KVM compute sends Cinder.
+_REAL_SYS_READERS = {'glob.glob': glob.glob, 'glob.iglob': glob.iglob,
+                     'os.listdir': os.listdir,
+                     'os.path.isdir': os.path.isdir,
+                     'builtins.open': builtins.open}
+
+
+def bind_mount_nfs(fstype, export, mountpoint, options):
+    """Stand-in for ``mount -t nfs``: bind the exported directory."""
+    if fstype != 'nfs':
+        raise AssertionError('only NFS mounts are stood in for: %s'
+                             % fstype)
+    _, _, path = export.partition(':')
+    subprocess.run(['mount', '--bind', path, mountpoint], check=True,
+                   capture_output=True)
 
 
 class RealCinderMixin(object):
@@ -62,3 +88,67 @@ class RealCinderMixin(object):
                                            virtual_size=size * 1024 ** 3)
         cinder.set_bootable(volume['id'])
         return volume, extents
+
+
+class LibvirtNFSMixin(object):
+    """What a KVM compute needs to attach NFS volumes on this machine.
+
+    libvirt's own NFS volume driver does the work (mount point, domain
+    XML, format); the stand-ins: ``mount -t nfs host:/path`` becomes a
+    bind mount of ``/path`` (no NFS client in this kernel; the export is
+    a directory of this machine), os-brick's privileged calls and /sys
+    reads run for real in this (root) process, and the mount manager is
+    told the host is up (the harness's stubbed libvirt event loop never
+    says so).
+    """
+
+    def set_up_libvirt_nfs(self):
+        for name, real in _REAL_SYS_READERS.items():
+            self.stub_out(name, real)
+        import os_brick.privileged
+        previous = os_brick.privileged.default.client_mode
+        os_brick.privileged.default.set_client_mode(False)
+        self.addCleanup(os_brick.privileged.default.set_client_mode,
+                        previous)
+        self.useFixture(fixtures.MonkeyPatch('nova.privsep.fs.mount',
+                                             bind_mount_nfs))
+        # Searchable by libvirt's qemu user (not the harness's TMPDIR).
+        self.mount_base = tempfile.mkdtemp(prefix='xhv-nova-mnt-',
+                                           dir=nova_base.LIBVIRT_TEST_ROOT)
+        os.chmod(self.mount_base, 0o755)
+        self.addCleanup(self._unmount_nfs)
+        # libvirt starts each QEMU in a private mount namespace (a slave
+        # of the host's): mounts made later for hot-attach reach it only
+        # below a shared mount, as on hosts whose / is shared (systemd's
+        # default).  This machine's / is private.
+        subprocess.run(['mount', '--bind', self.mount_base,
+                        self.mount_base], check=True)
+        subprocess.run(['mount', '--make-shared', self.mount_base],
+                       check=True)
+        self.flags(nfs_mount_point_base=self.mount_base, group='libvirt')
+
+    def libvirt_nfs_host_up(self, compute):
+        from nova.virt.libvirt.volume import mount
+        mount.get_manager().host_up(
+            compute.driver.backend.stock_driver._host)
+        self.addCleanup(mount.get_manager().host_down)
+        return compute
+
+    def _unmount_nfs(self):
+        with open('/proc/mounts') as f:
+            points = [line.split()[1] for line in f
+                      if self.mount_base in line]
+        for point in sorted(points, reverse=True):
+            subprocess.run(['umount', '-l', point], capture_output=True)
+        subprocess.run(['rm', '-rf', self.mount_base])
+
+    def kvm_volume_disks(self, server):
+        """[(source file, driver type)] of the domain's volume disks."""
+        xml = nova_base.virsh('dumpxml', server['id'])
+        found = []
+        for disk in ElementTree.fromstring(xml).findall('./devices/disk'):
+            source = disk.find('source')
+            path = source.get('file') if source is not None else None
+            if path and path.startswith(self.mount_base):
+                found.append((path, disk.find('driver').get('type')))
+        return found

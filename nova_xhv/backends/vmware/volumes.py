@@ -26,13 +26,14 @@ from pyVmomi import vim
 
 from nova_xhv.backends.vmware import datastore
 from nova_xhv.backends.vmware import errors
+from nova_xhv.backends.vmware import inventory
 from nova_xhv.backends.vmware import vm as vmops
 
 LOG = logging.getLogger(__name__)
 
 SECTOR = 512
 DESCRIPTOR_SUFFIX = '.xhv.vmdk'
-DATASTORE_PREFIX = 'xhv-nfs-'
+DATASTORE_PREFIX = inventory.VOLUME_DATASTORE_PREFIX
 # Unit 7 of a SCSI controller is the controller itself.
 SCSI_UNITS = [u for u in range(16) if u != 7]
 DISK_MODE = 'independent_persistent'

@@ -162,3 +162,30 @@ class VolumesFollowTestCase(nova_cinder.RealCinderMixin,
         self.assert_attached(server, volume, base.KVM)
         self.assertEqual('running', self.domain_state(server))
         self.assertEqual(before, disks.sha256_file(path))
+
+    def test_volume_backed_server_with_a_data_volume_moves_to_kvm(self):
+        cinder = self.cinder_services
+        boot, boot_extents = self.bootable_volume()
+        server = self.boot_volume(boot['id'], host=base.VMW)
+        volume, path, extents = self.data_volume()
+        self.attach(server, volume['id'])
+        boot_path = cinder.volume_file(boot['id'])
+        before = (disks.sha256_file(boot_path), disks.sha256_file(path))
+
+        server = self._migrate_server(server, host=base.KVM)
+        # KVM boots from the same volume file vSphere booted from.
+        self.wait_for_console_marker(server, disks.BOOT_MARKER)
+        self._confirm_resize(server)
+        self.assertEqual(sorted([boot['id'], volume['id']]),
+                         self.server_volumes(server))
+        for vol in (boot, volume):
+            [attachment] = cinder.volume(vol['id'])['attachments']
+            self.assertEqual(base.KVM, attachment['host_name'])
+        self.assertEqual(2, len(self.kvm_volume_disks(server)))
+        self.assertIsNone(self.vm_of(server))
+        self._delete_server(server)
+        cinder.wait_volume(volume['id'], 'available')
+        cinder.wait_volume(boot['id'], 'available')
+        self.assertTrue(disks.check_extents(boot_path, boot_extents))
+        self.assertTrue(disks.check_extents(path, extents))
+        self.assertEqual(before[1], disks.sha256_file(path))

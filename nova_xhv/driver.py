@@ -111,6 +111,7 @@ class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
         self.backend_name = CONF.xhv.backend
         self.backend = load_backend(self.backend_name, virtapi, read_only)
         self.moves = service.MoveService(self.backend, CONF.xhv)
+        self._service_host = None
         LOG.info('XHV runs the %r backend (%s, native disk format %s)',
                  self.backend_name, self.backend.family,
                  self.backend.native_format)
@@ -131,9 +132,15 @@ class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
         # (nova_xhv/backends/base.py, "Volumes").
         connector = dict(self.backend.get_volume_connector(instance) or {})
         connector[backend_family.CONNECTOR_FAMILY_KEY] = self.backend.family
+        if self._service_host:
+            # Cinder records it as the attachment's host: the compute
+            # service's own name (CONF.host is process-wide, and wrong
+            # where several computes share a process).
+            connector['host'] = self._service_host
         return connector
 
     def init_host(self, host):
+        self._service_host = host
         try:
             started = self.backend.init_host(host)
         except Exception as error:

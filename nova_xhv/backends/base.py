@@ -138,7 +138,10 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
 
         May assume: the instance is powered off (``power_off`` returned);
         it raises when it is not.  Volumes and regenerated disks (config
-        drives) are not exported.
+        drives) are not exported; a server booted from a volume (a
+        mapping with ``boot_index`` 0 in ``block_device_info``) may have
+        no disk to export: return [] (``spawn_from_disks`` then gets no
+        disks and boots from the volume).
 
         :returns: list of nova_xhv.disk.DiskDescriptor, boot disk
             (``boot_index`` 0) first, each with ``format``/``subformat``,

@@ -121,9 +121,11 @@ class DestinationStager(object):
                 'accepted_source_families), not from %s'
                 % (', '.join(self._accepted), source_family), status=403)
         disks = request.get('disks') or []
-        if not disks or not request.get('instance_uuid'):
+        if not request.get('instance_uuid') or not (
+                disks or request.get('volume_backed') is True):
             raise exchange.ControlError('a stage request names an instance '
-                                        'and at least one disk')
+                                        'and at least one disk (or says it '
+                                        'is volume-backed)')
         with self._lock:
             job = self._jobs.get(key)
             if job is not None and job.state in (RUNNING, DONE):
@@ -268,7 +270,9 @@ class DestinationStager(object):
         job.timings['translate'] = time.monotonic() - started
         self._set(job, stage='upload', percent=95)
         started = time.monotonic()
-        staged = self.backend.stage_disks(context, instance, translated)
+        # A volume-backed server brings no disks: its volumes follow.
+        staged = (self.backend.stage_disks(context, instance, translated)
+                  if translated else [])
         job.timings['upload'] = time.monotonic() - started
         with job.lock:
             job.staged = staged

@@ -198,6 +198,10 @@ class SourceMove(object):
                 'dest_url': dest.url,
                 'exported': [d.to_dict() for d in exported]})
             request = self._stage_request(key, instance, exported, published)
+            # All its disks are volumes (booted from one): nothing to pull,
+            # the destination only chooses the hardware.
+            request['volume_backed'] = not exported and bool(
+                move_volumes.mapped(block_device_info))
             step = time.monotonic()
             with self._event(context, 'xhv_stage_disks', instance):
                 report = self._stage_and_wait(dest, key, instance, request)

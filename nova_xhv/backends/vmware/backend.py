@@ -585,6 +585,13 @@ class VMwareBackend(base.Backend):
                          image_meta, block_device_info=None, hardware=None,
                          power_on=True):
         self._check_request(network_info, block_device_info)
+        if not disks and _root_volume(block_device_info):
+            # A volume-backed server arriving: nothing was staged.
+            firmware = (hardware or {}).get('firmware') or (
+                vmops.firmware(image_meta) if image_meta is not None
+                else 'bios')
+            return self._spawn_from_volume(instance, block_device_info,
+                                           firmware, power_on)
         vm = self._staged_vm(disks)
         if vm is None:
             raise exception.InstanceNotFound(instance_id=instance.uuid)

@@ -217,7 +217,9 @@ class DestinationStager(object):
             job.hardware = classes
         incoming = [xhv_disk.DiskDescriptor.from_dict(d['disk'])
                     for d in request['disks']]
-        self.backend.check_stageable(context, instance, incoming)
+        if incoming:
+            # (A volume-backed server brings none: its volumes follow.)
+            self.backend.check_stageable(context, instance, incoming)
         total = sum(d.virtual_size for d in incoming) or 1
         done_before = 0
         translated = []

@@ -321,7 +321,9 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
                 _fail('Staged disk %s of instance %s is missing.'
                       % (disk.path or disk.url, instance.uuid))
         image_meta = _with_hardware(image_meta, hardware)
-        self.stock_driver.mark_staged(instance.uuid, True)
+        # No disks: a volume-backed server, which the stock spawn boots
+        # from its (re-attached) volume like any boot from volume.
+        self.stock_driver.mark_staged(instance.uuid, bool(disks))
         try:
             self.stock_driver.spawn(
                 context, instance, image_meta, injected_files=[],

@@ -23,6 +23,7 @@ from cinder.message import message_field
 from cinder.objects import fields
 from cinder.volume import driver
 
+from cinder_xhv import attach
 from cinder_xhv import images
 from cinder_xhv import inner as inner_drivers
 from cinder_xhv import migration
@@ -137,7 +138,7 @@ class XHVVolumeDriver(driver.VolumeDriver):
         configured = self.configuration.safe_get('xhv_attach_families')
         if configured:
             return sorted(configured)
-        return volume_format.attach_families(protocol)
+        return attach.attach_families(protocol, self.stored_format)
 
     def _xhv_capabilities(self, protocol):
         return {
@@ -279,8 +280,14 @@ class XHVVolumeDriver(driver.VolumeDriver):
         staged = self._stager.connection_info(volume)
         if staged:
             return staged
-        return self._inner.initialize_connection(volume, connector,
+        info = self._inner.initialize_connection(volume, connector,
                                                  **kwargs)
+        # The family attaching (XHV computes name it in the connector)
+        # must be able to open this volume as it is stored.
+        return attach.for_connector(
+            volume, connector, info,
+            volume_format.recorded_format(volume)
+            if attach.connector_family(connector) else None)
 
     def terminate_connection(self, volume, connector, **kwargs):
         if self._stager.discard(volume.id):

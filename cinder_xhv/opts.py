@@ -12,7 +12,6 @@ from nova_xhv.translate import options as translate_options
 
 # The format names the driver accepts in its options: the engine's list.
 STORED_FORMATS = formats.FORMATS
-HYPERVISOR_FAMILIES = ('kvm', 'vmware', 'hyperv', 'xen')
 VMDK_ADAPTER_TYPES = ('lsiLogic', 'busLogic', 'lsiLogicsas', 'paraVirtual',
                       'ide')
 
@@ -27,8 +26,11 @@ xhv_volume_opts = [
                 help='Hypervisor families that can attach this backend\'s '
                      'volumes, reported as the xhv_attach_families '
                      'capability for volume-type extra specs. Unset: '
-                     'derived from the inner driver\'s storage protocol. '
-                     'Known families: %s.' % ', '.join(HYPERVISOR_FAMILIES)),
+                     'derived from what each installed XHV family declares '
+                     'it attaches (nova_xhv.backends.family, '
+                     'Family.volume_attach) for the inner driver\'s storage '
+                     'protocol and stored format. Names are the families\' '
+                     'own (kvm, vmware, ...).'),
     cfg.StrOpt('xhv_volume_format',
                choices=STORED_FORMATS,
                help='Disk format this backend stores its volumes in. Unset: '

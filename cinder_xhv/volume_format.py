@@ -1,4 +1,4 @@
-"""What format a volume is stored in, and who can attach it.
+"""What format a volume is stored in.
 
 The format lives in the volume's admin metadata (``xhv_format``), which only
 Cinder itself writes, and is mirrored into the user-visible metadata for
@@ -17,42 +17,6 @@ LOG = logging.getLogger(__name__)
 FORMAT_KEY = 'xhv_format'
 # Written by Cinder's RemoteFS drivers (NFS & co) for raw/qcow2 volumes.
 CINDER_FORMAT_KEY = 'format'
-
-# driver_volume_type / storage_protocol -> hypervisor families that attach it
-# (shared notes: cinder-driver.md, "What each hypervisor attaches").
-_PROTOCOL_FAMILIES = {
-    'iscsi': ('kvm', 'vmware', 'hyperv', 'xen'),
-    'iser': ('kvm',),
-    'fc': ('kvm', 'hyperv'),
-    'fibre_channel': ('kvm', 'hyperv'),
-    'nfs': ('kvm',),
-    'local': ('kvm',),
-    'rbd': ('kvm', 'hyperv'),
-    'ceph': ('kvm', 'hyperv'),
-    'smbfs': ('kvm', 'hyperv'),
-    'nvmeof': ('kvm',),
-    'nvme-of': ('kvm',),
-    'nvme': ('kvm',),
-    'vmdk': ('vmware',),
-    'vstorageobject': ('vmware',),
-    'gpfs': ('kvm',),
-    'quobyte': ('kvm',),
-    'scaleio': ('kvm',),
-    'storpool': ('kvm',),
-    'lightos': ('kvm',),
-}
-
-
-def attach_families(storage_protocol):
-    """Hypervisor families able to attach volumes of a storage protocol."""
-    protocols = storage_protocol
-    if not isinstance(protocols, (list, tuple)):
-        protocols = [protocols]
-    families = set()
-    for protocol in protocols:
-        key = str(protocol or '').strip().lower()
-        families.update(_PROTOCOL_FAMILIES.get(key, ()))
-    return sorted(families)
 
 
 def derive_stored_format(inner, configuration):

@@ -123,6 +123,7 @@ class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
             if CONF.xhv_policy.notify else None)
         self.moves.policy = self.policy
         self._policy_capabilities = self._find_capabilities()
+        self._service_host = None
         LOG.info('XHV runs the %r backend (%s, native disk format %s)',
                  self.backend_name, self.backend.family,
                  self.backend.native_format)
@@ -137,7 +138,21 @@ class XHVDriver(forwarding.delegating_driver('backend', 'BackendForwarder')):
         # forwarded call would read the backend's).
         return driver.ComputeDriver.capabilities_as_traits(self)
 
+    def get_volume_connector(self, instance):
+        # The backend's os-brick style connector plus its family, which
+        # tells XHV's volume driver what connection info to answer
+        # (nova_xhv/backends/base.py, "Volumes").
+        connector = dict(self.backend.get_volume_connector(instance) or {})
+        connector[backend_family.CONNECTOR_FAMILY_KEY] = self.backend.family
+        if self._service_host:
+            # Cinder records it as the attachment's host: the compute
+            # service's own name (CONF.host is process-wide, and wrong
+            # where several computes share a process).
+            connector['host'] = self._service_host
+        return connector
+
     def init_host(self, host):
+        self._service_host = host
         try:
             started = self.backend.init_host(host)
         except Exception as error:

@@ -31,6 +31,50 @@ NotImplementedError, which Nova already handles.  Same-family migrations
 (migrate_disk_and_power_off, finish_migration, confirm_migration,
 finish_revert_migration) are the backend's own business.
 
+Volumes (Cinder).  A family attaches volumes as they are stored -- no
+conversion at attach time -- and declares which in its facts:
+``Family.volume_attach`` maps a Cinder ``driver_volume_type`` to the disk
+formats its backend opens (e.g. vmware: ``{'nfs': ('raw',)}``; kvm: nfs
+in raw or qcow2, iscsi, rbd, ...).  cinder_xhv reads these facts (it
+imports nothing of Nova) to advertise ``xhv_attach_families`` and to
+answer, or refuse with the reason, a connector of that family.  What a
+backend must do:
+
+``get_volume_connector(instance)``
+    An os-brick style connector (``ip``, ``host``, ``initiator``,
+    ``platform``, ``os_type``, ``multipath``, plus what its volume types
+    need: ``wwpns``, ``nqn``...).  XHVDriver adds
+    ``family.CONNECTOR_FAMILY_KEY`` (``xhv_family``) with the family's
+    name: do not add it yourself, and do not add ``instance`` (Cinder's
+    VMDK driver takes that key for Nova's own VMware driver).
+``attach_volume(context, connection_info, instance, mountpoint,
+disk_bus, device_type, encryption)``
+    Consumes the inner driver's ``connection_info`` unchanged, plus
+    ``data['xhv_family']`` and ``data['format']`` (the stored format) set
+    by XHV's volume driver.  File volumes (``driver_volume_type`` in
+    ``family.FILE_VOLUME_TYPES``; NFS: ``data['export']`` =
+    ``host:/path``, ``data['name']`` = the file in it,
+    ``data['options']``) are opened in place, on the share every family
+    mounts: the same bytes serve every family, so a volume follows its
+    server by re-attaching, never by copying.  Must: refuse, before
+    changing anything, a type or format outside ``volume_attach``
+    (Nova's ``VolumeDriverNotFound`` for an unknown type); be idempotent
+    for a volume already attached; leave nothing (device, descriptor,
+    mount) behind when it raises.
+``detach_volume(context, connection_info, instance, mountpoint,
+encryption)``
+    Removes the device and what attach made for it, never the volume's
+    data; a volume already detached, or a guest already gone, is fine.
+``spawn`` / ``spawn_from_disks`` with ``block_device_info``
+    Attach every mapped volume (the ``boot_index`` 0 one first: a server
+    booted from a volume has no image disk), and ``destroy`` detaches
+    them before deleting the guest's own disks (some hypervisors delete
+    every disk file of a deleted VM).  ``export_disks`` never exports
+    volumes: moves carry them through Nova's attachment flow.
+
+tests/functional/backends/conformance.py checks these for every family
+whose test bed can serve an NFS export (``TestBed.nfs_export``).
+
 The disk exchange, in the order a move calls it:
 
 source compute
@@ -95,7 +139,10 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
 
         May assume: the instance is powered off (``power_off`` returned);
         it raises when it is not.  Volumes and regenerated disks (config
-        drives) are not exported.
+        drives) are not exported; a server booted from a volume (a
+        mapping with ``boot_index`` 0 in ``block_device_info``) may have
+        no disk to export: return [] (``spawn_from_disks`` then gets no
+        disks and boots from the volume).
 
         :returns: list of nova_xhv.disk.DiskDescriptor, boot disk
             (``boot_index`` 0) first, each with ``format``/``subformat``,

@@ -49,6 +49,14 @@ DISTRIBUTION = 'openstack-xhv'
 FACTS_MODULE = 'facts'
 
 
+# The key an XHV compute adds to the os-brick connector it sends Cinder
+# (``get_volume_connector``): the family that will attach the volume.
+CONNECTOR_FAMILY_KEY = 'xhv_family'
+# Volume types whose data are a file on a share every compute of a
+# family can mount: the same bytes serve any family that declares them.
+FILE_VOLUME_TYPES = ('nfs', 'local', 'smbfs', 'gpfs', 'quobyte')
+
+
 class UnknownFamily(LookupError):
     """No installed backend declares this family."""
 
@@ -87,6 +95,24 @@ class Family:
         dataclasses.field(default_factory=dict)
     #: Other names operators use for the family (any case).
     aliases: typing.Tuple[str, ...] = ()
+    #: Cinder ``driver_volume_type`` -> disk formats (translate.formats
+    #: names) of volumes this family's backend attaches through
+    #: ``attach_volume`` as they are, with no conversion.  Read by
+    #: cinder_xhv (which imports no nova) to answer a connector of this
+    #: family, to advertise ``xhv_attach_families`` and to refuse what a
+    #: family cannot attach.  Empty: the family attaches no volume.
+    volume_attach: typing.Mapping[str, typing.Tuple[str, ...]] = \
+        dataclasses.field(default_factory=dict)
+
+    def attaches(self, volume_type, disk_format=None):
+        """Whether ``attach_volume`` takes ``volume_type`` in ``disk_format``.
+
+        ``disk_format`` None: in any format.
+        """
+        accepted = self.volume_attach.get(str(volume_type or '').lower())
+        if accepted is None:
+            return False
+        return disk_format is None or disk_format in accepted
 
     def __post_init__(self):
         for kind in KINDS:
@@ -203,6 +229,12 @@ def family_of_hv_type(hv_type):
                       facts.hypervisor_types + facts.image_hv_types):
             return facts.name
     return None
+
+
+def families_attaching(volume_type, disk_format=None):
+    """Sorted names of installed families that attach this volume type."""
+    return sorted(name for name, facts in families().items()
+                  if facts.attaches(volume_type, disk_format))
 
 
 def install_hint(name):

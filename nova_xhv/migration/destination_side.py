@@ -125,9 +125,11 @@ class DestinationStager(object):
                 % (', '.join(self._accepted), source_family), status=403)
         self._recheck_policy(request)
         disks = request.get('disks') or []
-        if not disks or not request.get('instance_uuid'):
+        if not request.get('instance_uuid') or not (
+                disks or request.get('volume_backed') is True):
             raise exchange.ControlError('a stage request names an instance '
-                                        'and at least one disk')
+                                        'and at least one disk (or says it '
+                                        'is volume-backed)')
         with self._lock:
             job = self._jobs.get(key)
             if job is not None and job.state in (RUNNING, DONE):
@@ -260,9 +262,11 @@ class DestinationStager(object):
             job.hardware = classes
         incoming = [xhv_disk.DiskDescriptor.from_dict(d['disk'])
                     for d in request['disks']]
-        self.backend.check_stageable(context, instance, incoming)
+        if incoming:
+            # (A volume-backed server brings none: its volumes follow.)
+            self.backend.check_stageable(context, instance, incoming)
         streams = getattr(self.backend, 'accepts_disk_streams', None)
-        if streams is not None and streams() and \
+        if incoming and streams is not None and streams() and \
                 translate.stream_write.targets(
                     self.backend.native_format,
                     self.backend.native_subformat):
@@ -338,7 +342,9 @@ class DestinationStager(object):
         job.timings['translate'] = time.monotonic() - started
         self._set(job, stage='upload', percent=95)
         started = time.monotonic()
-        staged = self.backend.stage_disks(context, instance, translated)
+        # A volume-backed server brings no disks: its volumes follow.
+        staged = (self.backend.stage_disks(context, instance, translated)
+                  if translated else [])
         job.timings['upload'] = time.monotonic() - started
         return staged
 

@@ -24,6 +24,7 @@ from nova_xhv.migration import exchange
 from nova_xhv.migration import hardware
 from nova_xhv.migration import journal as move_journal
 from nova_xhv.migration import source_side
+from nova_xhv.migration import volumes as move_volumes
 
 LOG = logging.getLogger(__name__)
 
@@ -249,6 +250,10 @@ class MoveService(object):
                             record['dest_url'], migration.uuid, error)
         if hardware.restore_system_metadata(instance.system_metadata):
             instance.save()
+        # Nova updated the attachments with this compute's connector: the
+        # original gets its volumes back as they were.
+        move_volumes.attach_again(self.backend, context, instance,
+                                  move_volumes.mapped(block_device_info))
         if power_on:
             self.backend.power_on(context, instance, network_info,
                                   block_device_info)
@@ -363,6 +368,8 @@ class MoveService(object):
             raise exception.InstanceNotFound(instance_id=instance.uuid)
         hardware.restore_system_metadata(instance.system_metadata)
         instance.save()
+        move_volumes.attach_again(self.backend, context, instance,
+                                  move_volumes.mapped(block_device_info))
         if power_on:
             self.backend.power_on(context, instance, network_info,
                                   block_device_info)

@@ -24,6 +24,7 @@ from nova_xhv.backends import family as backend_family
 from nova_xhv import disk as xhv_disk
 from nova_xhv.migration import client as exchange_client
 from nova_xhv.migration import hardware
+from nova_xhv.migration import volumes as move_volumes
 
 LOG = logging.getLogger(__name__)
 
@@ -168,6 +169,7 @@ class SourceMove(object):
         was_running = instance.vm_state != 'stopped'
         published = []
         exported = []
+        detached = []
         started = time.monotonic()
         timings = {}
         self.journal.write(record_key, {
@@ -179,9 +181,16 @@ class SourceMove(object):
                     reason='destination %s publishes no XHV exchange '
                            'endpoint: is it an XHV compute with [xhv] '
                            'exchange_secret set?' % dest.host)
+            # Refused while the server still runs, with the reason.
+            move_volumes.check_can_follow(block_device_info, dest.family)
             with self._event(context, 'xhv_power_off', instance):
                 self.backend.power_off(instance, power_off_timeout,
                                        retry_interval)
+            # The volumes follow through Nova's attachment flow: released
+            # here, attached on the destination by finish_migration.
+            with self._event(context, 'xhv_detach_volumes', instance):
+                detached = move_volumes.detach_all(
+                    self.backend, context, instance, block_device_info)
             step = time.monotonic()
             with self._event(context, 'xhv_export_disks', instance):
                 exported = self.backend.export_disks(context, instance,
@@ -194,6 +203,10 @@ class SourceMove(object):
             request = self._stage_request(key, instance, exported, published)
             if dest.policy is not None:
                 request['policy'] = dest.policy
+            # All its disks are volumes (booted from one): nothing to pull,
+            # the destination only chooses the hardware.
+            request['volume_backed'] = not exported and bool(
+                move_volumes.mapped(block_device_info))
             step = time.monotonic()
             with self._event(context, 'xhv_stage_disks', instance):
                 report = self._stage_and_wait(dest, key, instance, request)
@@ -206,9 +219,11 @@ class SourceMove(object):
                       type(error).__name__, error, instance=instance)
             self.roll_back(context, instance, key, dest.url, published,
                            exported, network_info, block_device_info,
-                           was_running)
+                           was_running, detached)
             if isinstance(error, MoveFailed):
                 raise
+            if isinstance(error, move_volumes.VolumeCannotFollow):
+                raise MoveFailed(reason=str(error))
             raise MoveFailed(reason='%s: %s' % (type(error).__name__, error))
         finally:
             for disk_id in published:
@@ -287,7 +302,8 @@ class SourceMove(object):
         return report
 
     def roll_back(self, context, instance, key, dest_url, published,
-                  exported, network_info, block_device_info, power_on):
+                  exported, network_info, block_device_info, power_on,
+                  detached=()):
         """Undo a move that has not reached finish_migration. Never raises.
 
         The original's disks were only read, never changed.
@@ -302,6 +318,7 @@ class SourceMove(object):
                 LOG.warning('Could not ask %s to discard move %s: %s',
                             dest_url, key, error)
         self._release(context, instance, exported)
+        move_volumes.attach_again(self.backend, context, instance, detached)
         if power_on:
             try:
                 self.backend.power_on(context, instance, network_info,

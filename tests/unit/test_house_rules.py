@@ -6,6 +6,8 @@ that an arrow in the wrong direction fails here, not in review.
 
 import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -113,8 +115,22 @@ def test_move_service_is_the_drivers_one_door_into_migration():
 
 
 def test_cinder_xhv_imports_no_nova_and_no_nova_options():
+    # The families' facts (family.py, <family>/facts.py) import nothing of
+    # Nova: the volume driver reads what each family attaches.
     assert _violations('cinder_xhv', ('nova', 'nova_xhv'),
-                       allowed=('nova_xhv.translate',)) == []
+                       allowed=('nova_xhv.translate',
+                                'nova_xhv.backends.family')) == []
+
+
+def test_family_facts_load_nothing_of_nova():
+    code = ('import sys\n'
+            'from nova_xhv.backends import family\n'
+            'assert family.families(), "no family installed"\n'
+            'print(sorted(m for m in sys.modules if m == "nova" or '
+            'm.startswith(("nova.", "cinder", "pyVmomi", "libvirt"))))\n')
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout
+    assert out.strip() == '[]'
 
 
 def test_migration_and_the_engine_keep_no_table_per_family():

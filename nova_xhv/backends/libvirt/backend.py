@@ -52,6 +52,7 @@ from nova import block_device
 from nova.compute import power_state
 from nova import exception
 from nova import objects
+from nova.virt import driver
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
@@ -223,6 +224,9 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
                 continue  # volumes, config drive, CD-ROMs
             disks.append(self._export_one(instance, path, device))
         if not disks:
+            if any(bdm.get('boot_index') == 0 for bdm in
+                   driver.block_device_info_get_mapping(block_device_info)):
+                return []  # booted from a volume: volumes follow by attach
             _fail('Instance %s has no local disk files to export (booted '
                   'from volume?).' % instance.uuid)
         disks.sort(key=lambda d: (d.boot_index is None, d.handle))
@@ -317,7 +321,9 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
                 _fail('Staged disk %s of instance %s is missing.'
                       % (disk.path or disk.url, instance.uuid))
         image_meta = _with_hardware(image_meta, hardware)
-        self.stock_driver.mark_staged(instance.uuid, True)
+        # No disks: a volume-backed server, which the stock spawn boots
+        # from its (re-attached) volume like any boot from volume.
+        self.stock_driver.mark_staged(instance.uuid, bool(disks))
         try:
             self.stock_driver.spawn(
                 context, instance, image_meta, injected_files=[],

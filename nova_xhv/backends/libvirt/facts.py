@@ -32,4 +32,16 @@ FAMILY = family.Family(
             'paravirtual': {'hw_vif_model': 'virtio'},
             'e1000': {'hw_vif_model': 'e1000'}},
     },
+    # Stock LibvirtDriver volume drivers; file volumes keep their format
+    # (libvirt passes connection_info data['format'] to the domain XML).
+    volume_attach={
+        'nfs': (formats.RAW, formats.QCOW2),
+        'local': (formats.RAW, formats.QCOW2),
+        'smbfs': (formats.RAW, formats.QCOW2),
+        'gpfs': (formats.RAW,), 'quobyte': (formats.RAW, formats.QCOW2),
+        'iscsi': (formats.RAW,), 'iser': (formats.RAW,),
+        'fibre_channel': (formats.RAW,), 'rbd': (formats.RAW,),
+        'nvmeof': (formats.RAW,), 'scaleio': (formats.RAW,),
+        'storpool': (formats.RAW,), 'lightos': (formats.RAW,),
+    },
 )

@@ -1,8 +1,9 @@
 """VMwareBackend: Nova's ComputeDriver calls and XHV's disk exchange for
 one vCenter cluster (or standalone ESXi host), on pyvmomi.
 
-What it does not do yet (see doc/source/vmware.rst): Neutron port mapping
-(boot with ``--nic none``), volumes, ephemeral and swap disks, resize
+Volumes: raw NFS file volumes, attached in place (volumes.py).  What it
+does not do yet (see doc/source/vmware.rst): Neutron port mapping (boot
+with ``--nic none``), other volume types, ephemeral and swap disks, resize
 within vSphere.
 """
 
@@ -38,6 +39,7 @@ from nova_xhv.backends.vmware import inventory
 from nova_xhv.backends.vmware import nfc
 from nova_xhv.backends.vmware import session as vsession
 from nova_xhv.backends.vmware import vm as vmops
+from nova_xhv.backends.vmware import volumes
 import nova_xhv.conf
 from nova_xhv.conf import translate as translate_conf
 from nova_xhv.disk import DiskDescriptor
@@ -57,6 +59,14 @@ def _convert_options(workdir):
     return dataclasses.replace(
         translate_conf.convert_options_from_conf(CONF.xhv),
         staging_dir=workdir)
+
+
+def _root_volume(block_device_info):
+    """The mapping of the boot volume, or None (image-backed)."""
+    for bdm in driver.block_device_info_get_mapping(block_device_info):
+        if bdm.get('boot_index') == 0:
+            return bdm
+    return None
 
 
 class UnsupportedRequest(exception.NovaException):
@@ -113,6 +123,8 @@ class VMwareBackend(base.Backend):
         self._files = datastore.DatastoreFiles(
             self._session, self._compute.datacenter_name,
             self._conf['transfer_timeout'])
+        self._volumes = volumes.VolumeAttacher(self._session, self._compute,
+                                               self._files)
         if not self._resources()['datastores']:
             raise errors.VSphereConfigError(
                 detail='no accessible datastore of %s matches datastore_regex'
@@ -239,8 +251,9 @@ class VMwareBackend(base.Backend):
             raise UnsupportedRequest(
                 what='attaching %d Neutron port(s): network mapping is not '
                      'implemented; boot with --nic none' % len(network_info))
-        if driver.block_device_info_get_mapping(block_device_info):
-            raise UnsupportedRequest(what='attaching volumes')
+        for bdm in driver.block_device_info_get_mapping(block_device_info):
+            # Refused before anything is created.
+            volumes.file_volume(bdm['connection_info'])
 
     def _staging_dir(self, prefix):
         return tempfile.mkdtemp(prefix=prefix, dir=self._staging_root)
@@ -318,6 +331,9 @@ class VMwareBackend(base.Backend):
         if vmops.find(self._session, self._compute, instance) is not None:
             raise exception.InstanceExists(name=instance.uuid)
         firmware = vmops.firmware(image_meta)
+        if _root_volume(block_device_info):
+            return self._spawn_from_volume(instance, block_device_info,
+                                           firmware, power_on)
         workdir = self._staging_dir('spawn-%s-' % instance.uuid)
         try:
             image = os.path.join(workdir, 'image')
@@ -328,8 +344,10 @@ class VMwareBackend(base.Backend):
                     image, image_meta.disk_format, workdir)
                 adapter = vmops.adapter_type(
                     image_meta, self._conf['default_adapter_type'])
-                self._import(instance, instance.uuid, vmops.INSTANCE_MARKER,
-                             [(disk, size)], adapter, power_on, firmware)
+                # Powered on only once its volumes are attached.
+                vm = self._import(instance, instance.uuid,
+                                  vmops.INSTANCE_MARKER, [(disk, size)],
+                                  adapter, False, firmware)[0]
             except translate.TranslationError as error:
                 # A refused or unconvertible image: one line in the fault.
                 raise exception.ImageUnacceptable(image_id=image_meta.id,
@@ -339,6 +357,73 @@ class VMwareBackend(base.Backend):
                     disk.close()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        self._attach_mapped_volumes(instance, vm, block_device_info)
+        if power_on:
+            vmops.power_on(self._session, vm, instance)
+
+    def _spawn_from_volume(self, instance, block_device_info, firmware,
+                           power_on):
+        """A VM whose boot disk is the root volume (no image disk)."""
+        ds_name = self._pick_datastore(0)
+        spec = vmops.config_spec(instance.uuid, instance, ds_name,
+                                 instance.uuid, [],
+                                 self._conf['default_adapter_type'],
+                                 firmware=firmware)
+        vm = self._session.run_task(
+            'CreateVM_Task', self._compute.vm_folder.CreateVM_Task,
+            config=spec, pool=self._compute.root_pool, instance=instance)
+        try:
+            self._attach_mapped_volumes(instance, vm, block_device_info)
+            if power_on:
+                vmops.power_on(self._session, vm, instance)
+        except Exception:
+            vmops.destroy(self._session, self._compute, vm, instance)
+            raise
+
+    def _attach_mapped_volumes(self, instance, vm, block_device_info):
+        try:
+            # The boot volume first: it takes the first free unit, which
+            # the BIOS boots from.
+            for bdm in sorted(
+                    driver.block_device_info_get_mapping(block_device_info),
+                    key=lambda b: (b.get('boot_index') is None or
+                                   b.get('boot_index') < 0,
+                                   b.get('boot_index') or 0)):
+                self._volumes.attach(instance, vm, bdm['connection_info'])
+        except Exception:
+            self._volumes.remove_devices(
+                instance, vm, self._volumes.volume_devices(vm, instance))
+            raise
+
+    # -- volumes (volumes.py) -----------------------------------------
+
+    def get_volume_connector(self, instance):
+        # No 'instance' key: Cinder's VMDK driver would take the connector
+        # for Nova's own VMware driver and answer with shadow-VM disks.
+        return {'ip': CONF.my_ip, 'host': CONF.host, 'initiator': None,
+                'platform': 'x86_64', 'os_type': 'linux',
+                'multipath': False}
+
+    def attach_volume(self, context, connection_info, instance, mountpoint,
+                      disk_bus=None, device_type=None, encryption=None):
+        if encryption:
+            raise UnsupportedRequest(what='attaching an encrypted volume')
+        vm = vmops.get(self._session, self._compute, instance)
+        self._volumes.attach(instance, vm, connection_info)
+
+    def detach_volume(self, context, connection_info, instance, mountpoint,
+                      encryption=None):
+        vm = vmops.find(self._session, self._compute, instance)
+        if vm is None:
+            LOG.info('Instance %s has no VM on %s; volume already detached',
+                     instance.uuid, self._compute.name)
+            return
+        self._volumes.detach(instance, vm, connection_info)
+
+    def extend_volume(self, context, connection_info, instance,
+                      requested_size):
+        raise UnsupportedRequest(what='extending an attached volume '
+                                      '(detach it, extend, attach again)')
 
     def power_off(self, instance, timeout=0, retry_interval=0):
         vm = vmops.get(self._session, self._compute, instance)
@@ -363,6 +448,10 @@ class VMwareBackend(base.Backend):
             LOG.info('Instance %s has no VM on %s; nothing to destroy',
                      instance.uuid, self._compute.name)
             return
+        # vSphere deletes every disk file of a destroyed VM: volumes go
+        # first (their files are Cinder's).
+        self._volumes.remove_devices(
+            instance, vm, self._volumes.volume_devices(vm, instance))
         if destroy_disks:
             vmops.destroy(self._session, self._compute, vm, instance)
         else:
@@ -417,7 +506,10 @@ class VMwareBackend(base.Backend):
             raise exception.InstanceInvalidState(
                 instance_uuid=instance.uuid, attr='power_state',
                 state='not poweredOff', method='export_disks')
-        devices = vmops.disks(self._session, vm, instance)
+        # Volumes are Cinder's: they follow the server by re-attaching.
+        devices = [(d, c) for d, c in vmops.disks(self._session, vm,
+                                                  instance)
+                   if not volumes.is_volume_disk(d)]
         if self._conf['export_method'] == 'nfc':
             workdir = self._staging_dir('export-%s-' % instance.uuid)
             try:
@@ -528,6 +620,13 @@ class VMwareBackend(base.Backend):
                          image_meta, block_device_info=None, hardware=None,
                          power_on=True):
         self._check_request(network_info, block_device_info)
+        if not disks and _root_volume(block_device_info):
+            # A volume-backed server arriving: nothing was staged.
+            firmware = (hardware or {}).get('firmware') or (
+                vmops.firmware(image_meta) if image_meta is not None
+                else 'bios')
+            return self._spawn_from_volume(instance, block_device_info,
+                                           firmware, power_on)
         vm = self._staged_vm(disks)
         if vm is None:
             raise exception.InstanceNotFound(instance_id=instance.uuid)
@@ -544,5 +643,6 @@ class VMwareBackend(base.Backend):
             spec.firmware = vmops.firmware(image_meta)
         vmops.reconfigure(self._session, vm, spec, instance)
         vmops.grow_root_disk(self._session, vm, instance)
+        self._attach_mapped_volumes(instance, vm, block_device_info)
         if power_on:
             vmops.power_on(self._session, vm, instance)

@@ -79,6 +79,16 @@ class DatastoreFiles:
         LOG.debug('Uploaded %s (%d bytes) to [%s] %s', local_path, size,
                   ds_name, path)
 
+    def write(self, data, ds_name, path):
+        """Write ``data`` (bytes) as the datastore file ``path``."""
+        resp = self._request(
+            'PUT', ds_name, path, body=data,
+            headers={'Content-Type': 'application/octet-stream',
+                     'Content-Length': str(len(data))})
+        if resp.status not in (200, 201):
+            self._fail(resp, 'PUT', ds_name, path)
+        resp.close()
+
     def read(self, ds_name, path, length=None):
         """The file's bytes (the first ``length`` if given).
 

@@ -33,4 +33,8 @@ FAMILY = family.Family(
             'paravirtual': {'hw_vif_model': 'vmxnet3'},
             'e1000': {'hw_vif_model': 'e1000'}},
     },
+    # A raw volume file on an NFS share, mounted as a NAS datastore and
+    # seen through a monolithicFlat descriptor: no conversion (see
+    # VMwareBackend.attach_volume).
+    volume_attach={'nfs': (formats.RAW,)},
 )

@@ -167,6 +167,11 @@ def _find_folder(session, start, path):
     return folder
 
 
+# Datastores XHV mounts for Cinder's NFS shares (volumes.py): never a
+# place for instance disks.
+VOLUME_DATASTORE_PREFIX = 'xhv-nfs-'
+
+
 def resources(session, compute, datastore_regex=None):
     """Capacity of the compute resource's usable hosts and datastores."""
     traversal = [
@@ -199,6 +204,8 @@ def resources(session, compute, datastore_regex=None):
             if not summary.accessible:
                 continue
             if pattern and not pattern.match(summary.name):
+                continue
+            if summary.name.startswith(VOLUME_DATASTORE_PREFIX):
                 continue
             datastores.append({'ref': obj, 'name': summary.name,
                                'capacity': summary.capacity,

@@ -75,6 +75,25 @@ class TestBed(object):
     def destroy(self, instance):
         self.backend.destroy(self.context, instance, [], destroy_disks=True)
 
+    def nfs_export(self, tmp_path):
+        """A local directory the hypervisor reaches as an NFS export.
+
+        None when the bed cannot serve one (the volume checks skip).
+        """
+        return None
+
+    def attached_volume_files(self, instance):
+        """Base names of the volume files the guest's disks open."""
+        raise NotImplementedError
+
+
+def nfs_connection_info(export, name, fmt='raw'):
+    """What XHV's volume driver (around Cinder's NFS driver) answers."""
+    return {'driver_volume_type': 'nfs', 'serial': name,
+            'data': {'export': '127.0.0.1:%s' % export, 'name': name,
+                     'options': None, 'format': fmt,
+                     family.CONNECTOR_FAMILY_KEY: None}}
+
 
 def _sha256(reader):
     digest = hashlib.sha256()
@@ -135,6 +154,85 @@ class BackendConformance(object):
                 assert cls in classes and facts.classify(kind, alias) == cls
         for hv_type in facts.hypervisor_types + facts.image_hv_types:
             assert family.family_of_hv_type(hv_type) == facts.name
+
+    def test_volume_facts_are_well_formed(self, bed):
+        facts = bed.backend.facts
+        for kind, fmts in facts.volume_attach.items():
+            assert kind == kind.lower()
+            assert fmts and set(fmts) <= set(formats.FORMATS), (kind, fmts)
+            assert facts.attaches(kind) and facts.attaches(kind.upper())
+            assert facts.name in family.families_attaching(kind, fmts[0])
+        assert not facts.attaches('xhv-no-such-volume-type')
+
+    # -- volumes -----------------------------------------------------------
+
+    def _nfs_volume(self, bed, tmp_path, fmt='raw'):
+        export = bed.nfs_export(tmp_path)
+        if export is None:
+            pytest.skip('this test bed serves no NFS export')
+        if not bed.backend.facts.attaches('nfs', fmt):
+            pytest.skip('the %s family does not attach %s NFS volumes'
+                        % (bed.backend.family, fmt))
+        name = 'volume-%s' % os.path.basename(str(tmp_path))
+        path = os.path.join(export, name)
+        disks.make_raw_disk(path, 4 * MiB, seed=5)
+        os.chmod(path, 0o666)
+        info = nfs_connection_info(export, name, fmt)
+        info['data'][family.CONNECTOR_FAMILY_KEY] = bed.backend.family
+        return info, path
+
+    def test_volume_attaches_in_place_and_detaches(self, bed, tmp_path):
+        backend = bed.backend
+        info, path = self._nfs_volume(bed, tmp_path)
+        name = os.path.basename(path)
+        before = disks.sha256_file(path)
+        instance = self._guest(bed, tmp_path)
+        try:
+            connector = backend.get_volume_connector(instance)
+            assert 'instance' not in connector
+            assert family.CONNECTOR_FAMILY_KEY not in connector
+            backend.attach_volume(bed.context, info, instance, '/dev/sdb')
+            assert bed.attached_volume_files(instance) == [name]
+            # Idempotent.
+            backend.attach_volume(bed.context, info, instance, '/dev/sdb')
+            assert bed.attached_volume_files(instance) == [name]
+            # Volumes move by re-attaching, never with the guest's disks.
+            backend.power_off(instance)
+            exported = backend.export_disks(bed.context, instance)
+            assert len(exported) == 1
+            backend.release_exported_disks(bed.context, instance, exported)
+            backend.detach_volume(bed.context, info, instance, '/dev/sdb')
+            assert bed.attached_volume_files(instance) == []
+            backend.detach_volume(bed.context, info, instance, '/dev/sdb')
+            # Attached again, then the guest deleted: the data stay.
+            backend.attach_volume(bed.context, info, instance, '/dev/sdb')
+        finally:
+            bed.destroy(instance)
+        assert disks.sha256_file(path) == before
+        assert bed.leftovers(instance) == []
+        assert sorted(os.listdir(os.path.dirname(path))) == [name]
+
+    def test_volume_outside_the_declared_facts_is_refused(self, bed,
+                                                          tmp_path):
+        backend = bed.backend
+        info, path = self._nfs_volume(bed, tmp_path)
+        refused = [dict(info, driver_volume_type='xhv-no-such-type')]
+        unopened = [f for f in formats.FORMATS
+                    if not backend.facts.attaches('nfs', f)]
+        if unopened:
+            refused.append(dict(info, data=dict(info['data'],
+                                                format=unopened[0])))
+        instance = self._guest(bed, tmp_path)
+        try:
+            for bad in refused:
+                with pytest.raises(Exception):
+                    backend.attach_volume(bed.context, bad, instance,
+                                          '/dev/sdb')
+                assert bed.attached_volume_files(instance) == []
+        finally:
+            bed.destroy(instance)
+        assert sorted(os.listdir(os.path.dirname(path))) == [
+            os.path.basename(path)]
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from nova_xhv.backends.vmware import volumes
 from tests.fixtures.vcsim import vcsim  # noqa: F401
 from tests.functional.backends import conformance
 from tests.functional.vmware import conftest as vmware_bed
@@ -36,6 +37,24 @@ class VMwareBed(conformance.TestBed):
         folder = os.path.join(self.vcsim.datastore_dir(), instance.uuid)
         if os.path.isdir(folder):
             found += sorted(os.listdir(folder))
+        return found
+
+    def nfs_export(self, tmp_path):
+        # vcsim (patch 5) serves an export of this machine as the NAS
+        # datastore an ESXi host would mount.
+        export = tmp_path / 'nfs-export'
+        export.mkdir()
+        os.chmod(str(export), 0o777)
+        return str(export)
+
+    def attached_volume_files(self, instance):
+        vm = self.si.content.searchIndex.FindByUuid(None, instance.uuid,
+                                                    True, True)
+        found = []
+        for device in vm.config.hardware.device:
+            if volumes.is_volume_disk(device):
+                name = device.backing.fileName.split('] ', 1)[1]
+                found.append(name[:-len(volumes.DESCRIPTOR_SUFFIX)])
         return found
 
 

@@ -108,7 +108,9 @@ class SchedulingTest(base.XHVCinderTestCase):
         states = self.scheduler.manager.driver.host_manager.service_states
         raw_caps = states['%s@nfsraw' % base.HOST]
         self.assertEqual('raw', raw_caps['xhv_volume_format'])
-        self.assertEqual(['kvm'], raw_caps['xhv_attach_families'])
+        self.assertEqual(['kvm', 'vmware'], raw_caps['xhv_attach_families'])
+        self.assertEqual(['kvm'], states['%s@nfsqcow2' % base.HOST][
+            'xhv_attach_families'])
         self.assertEqual('qcow2', states['%s@nfsqcow2' % base.HOST][
             'xhv_volume_format'])
         vtype = volume_types.create(
@@ -120,10 +122,11 @@ class SchedulingTest(base.XHVCinderTestCase):
                                      volume_type=vtype)
         vol = self.wait_volume(vol.id)
         self.assertEqual('nfsqcow2', base.volume_backend(vol))
-        # No backend can be attached by vSphere: scheduling fails.
+        # vSphere opens only raw files: asking for qcow2 ones fails.
         vmware = volume_types.create(
             self.admin, 'for-vmware',
-            {'capabilities:xhv_attach_families': '<in> vmware'})
+            {'capabilities:xhv_volume_format': 'qcow2',
+             'capabilities:xhv_attach_families': '<in> vmware'})
         vmware = objects.VolumeType.get_by_id(self.admin, vmware['id'])
         vol = self.volume_api.create(self.ctxt, 1, 'nowhere', None,
                                      volume_type=vmware)

@@ -19,11 +19,11 @@ from cinder.volume.drivers import nfs
 from cinder.volume.drivers.vmware import vmdk
 from cinder.volume import manager as volume_manager
 
+from cinder_xhv import attach
 from cinder_xhv import driver as xhv_driver
 from cinder_xhv import images
 from cinder_xhv import inner as inner_drivers
 from cinder_xhv import opts as xhv_opts
-from cinder_xhv import volume_format
 
 CONF = cfg.CONF
 BASE_CLASSES = (base.BaseVD, base.CloneableImageVD, base.MigrateVD,
@@ -185,8 +185,10 @@ class ForwardingTest(test.TestCase):
     def test_capabilities_add_xhv_keys_everywhere(self):
         drv = self._driver()
         stats = drv.get_volume_stats(refresh=True)
-        self.assertEqual(['hyperv', 'kvm', 'vmware', 'xen'],
+        # What the installed families declare for this protocol and format.
+        self.assertEqual(attach.attach_families('iSCSI', 'raw'),
                          stats['xhv_attach_families'])
+        self.assertIn('kvm', stats['xhv_attach_families'])
         self.assertEqual('raw', stats['xhv_volume_format'])
         self.assertEqual('rec', stats['volume_backend_name'])
         for pool in stats['pools']:
@@ -271,12 +273,19 @@ class OptsTest(test.TestCase):
             for opt in opts:
                 self.assertGreater(len(opt.help or ''), 20, opt.name)
 
-    def test_attach_families(self):
-        self.assertEqual(['kvm'], volume_format.attach_families('nfs'))
-        self.assertEqual(['vmware'], volume_format.attach_families('vmdk'))
-        self.assertEqual(['hyperv', 'kvm', 'vmware', 'xen'],
-                         volume_format.attach_families('iSCSI'))
-        self.assertEqual([], volume_format.attach_families('unknown'))
+    def test_attach_families_come_from_the_families_facts(self):
+        # vSphere opens raw NFS files in place; qcow2 ones only KVM.
+        self.assertEqual(['kvm', 'vmware'],
+                         attach.attach_families('nfs', 'raw'))
+        self.assertEqual(['kvm'], attach.attach_families('NFS', 'qcow2'))
+        self.assertEqual([], attach.attach_families('nfs', 'vhdx'))
+        # Block volumes are raw whatever the backend stores.
+        self.assertEqual(['kvm'], attach.attach_families('iSCSI', 'qcow2'))
+        self.assertEqual(['kvm'], attach.attach_families('FC'))
+        # Nova's own VMware driver attaches Cinder's VMDK volumes; no XHV
+        # family declares them.
+        self.assertEqual([], attach.attach_families('vmdk'))
+        self.assertEqual([], attach.attach_families('unknown'))
 
 
 class GlanceFailureHintTest(test.TestCase):
@@ -292,3 +301,50 @@ class GlanceFailureHintTest(test.TestCase):
                     glanceclient.exc.HTTPConflict('busy'),
                     exception.ImageNotFound(image_id='x'), OSError('disk')):
             self.assertEqual('', images.glance_failure_hint(err), err)
+
+
+class ConnectorFamilyTest(test.TestCase):
+    """initialize_connection's answer for the family in the connector."""
+
+    class Volume(object):
+        id = 'vol-1'
+
+    def nfs_info(self, fmt):
+        return {'driver_volume_type': 'nfs',
+                'data': {'export': 'h:/e', 'name': 'volume-vol-1',
+                         'format': fmt}}
+
+    def test_stock_connectors_get_the_inner_answer_unchanged(self):
+        info = self.nfs_info('qcow2')
+        self.assertEqual(self.nfs_info('qcow2'), attach.for_connector(
+            self.Volume(), {'host': 'h', 'instance': 'vm-1'}, info,
+            None))
+
+    def test_family_gets_annotated_info_for_what_it_opens(self):
+        info = attach.for_connector(self.Volume(), {'xhv_family': 'vmware'},
+                                    self.nfs_info('raw'), 'raw')
+        self.assertEqual('vmware', info['data']['xhv_family'])
+        self.assertEqual('raw', info['data']['format'])
+        info = attach.for_connector(self.Volume(), {'xhv_family': 'kvm'},
+                                    self.nfs_info('qcow2'), 'qcow2')
+        self.assertEqual('kvm', info['data']['xhv_family'])
+
+    def test_refuses_what_the_family_cannot_open_with_the_reason(self):
+        error = self.assertRaises(
+            exception.VolumeBackendAPIException, attach.for_connector,
+            self.Volume(), {'xhv_family': 'vmware'}, self.nfs_info('qcow2'),
+            'qcow2')
+        self.assertIn('stored as qcow2', str(error))
+        self.assertIn('Families that do: kvm', str(error))
+        self.assertIn('Retype', str(error))
+        error = self.assertRaises(
+            exception.VolumeBackendAPIException, attach.for_connector,
+            self.Volume(), {'xhv_family': 'vmware'},
+            {'driver_volume_type': 'iscsi', 'data': {}}, None)
+        self.assertIn('iscsi', str(error))
+
+    def test_unknown_family_is_a_bad_connector(self):
+        self.assertRaises(exception.InvalidConnectorException,
+                          attach.for_connector, self.Volume(),
+                          {'xhv_family': 'nonesuch'}, self.nfs_info('raw'),
+                          'raw')

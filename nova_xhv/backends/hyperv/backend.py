@@ -425,7 +425,8 @@ class HyperVBackend(base.Backend):
         if vm['State'] == VM_RUNNING:
             self._run('Restart-VM', ps.command('Restart-VM', Name=uuid,
                                                Force=ps.SWITCH))
-        self._run('Start-VM', ps.command('Start-VM', Name=uuid))
+        else:
+            self._run('Start-VM', ps.command('Start-VM', Name=uuid))
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):

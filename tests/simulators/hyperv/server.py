@@ -133,7 +133,8 @@ class Simulator(object):
                 fault['times'] = fault.get('times', 1) - 1
                 with open(self.faults_path, 'w') as f:
                     json.dump(faults, f)
-                raise WSManFault(ERROR_INTERNAL, 'InternalError',
+                raise WSManFault(fault.get('code', ERROR_INTERNAL),
+                                 fault.get('subcode', 'InternalError'),
                                  fault.get('message', 'injected fault'),
                                  sender=False)
 
@@ -169,7 +170,7 @@ class Simulator(object):
             if action == ACTION_COMMAND:
                 self._injected('Command')
                 return _envelope(SHELL + 'CommandResponse', message_id,
-                                 self._command(shell, body, user))
+                                 self._command(shell, body, user, selector))
             if action == ACTION_RECEIVE:
                 self._injected('Receive')
                 return _envelope(SHELL + 'ReceiveResponse', message_id,
@@ -213,7 +214,7 @@ class Simulator(object):
                 % shell_id)
         return shell
 
-    def _command(self, shell, body, user):
+    def _command(self, shell, body, user, shell_id):
         line = body.find('rsp:CommandLine', NS)
         if line is None:
             raise HttpError(400, 'Command without rsp:CommandLine')
@@ -234,7 +235,7 @@ class Simulator(object):
             errors_text = ps.clixml_error(errors) if errors else ''
             record = {'script': script, 'exit': code,
                       'errors': [e.message for e in errors]}
-        record['user'] = user
+        record.update(user=user, shell=shell_id)
         with self.lock, open(self.log_path, 'a') as f:
             f.write(json.dumps(record) + '\n')
         command_id = str(uuid.uuid4()).upper()

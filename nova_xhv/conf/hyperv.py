@@ -48,8 +48,6 @@ hyperv_opts = [
     cfg.IntOpt('operation_timeout', default=60, min=1,
                help='Seconds one WinRM operation (one PowerShell script) '
                     'may take before it fails.'),
-    cfg.IntOpt('connect_timeout', default=20, min=1,
-               help='Seconds to wait for the host to accept a connection.'),
     cfg.StrOpt('vm_path', default='C:\\ClusterStorage\\XHV',
                help='Folder on the host where instance VMs and their VHDX '
                     'files live (one subfolder per instance). Must be the '

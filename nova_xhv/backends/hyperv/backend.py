@@ -137,6 +137,7 @@ class HyperVBackend(base.Backend):
 
     def cleanup_host(self, host):
         self._remote.close()
+        self._share.close()
 
     def get_available_nodes(self, refresh=False):
         return [self._nodename] if self._nodename else []

@@ -18,6 +18,7 @@ from xml.etree import ElementTree as ET
 from nova import exception
 from oslo_log import log as logging
 import requests
+from requests import adapters
 
 try:
     import winrm
@@ -26,6 +27,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     msg = ('the XHV hyperv backend needs pywinrm and smbprotocol: pip '
            'install "openstack-xhv[hyperv]" (%s)' % exc)
     raise ImportError(msg, name='winrm') from exc
+
+from nova_xhv.translate import remote as tls  # noqa: E402
 
 LOG = logging.getLogger(__name__)
 SHELL_NOT_FOUND = 2150858843
@@ -68,6 +71,19 @@ def parse_error(stderr, what):
     return what, first
 
 
+class _TLSAdapter(adapters.HTTPAdapter):
+    """urllib3 pools with our SSL context (see tls.ssl_context: under
+    eventlet urllib3's own contexts recurse until RecursionError)."""
+
+    def __init__(self, context):
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs['ssl_context'] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+
 class Remote(object):
     """One WinRM endpoint and the shell XHV keeps open on it."""
 
@@ -93,7 +109,15 @@ class Remote(object):
 
     def _connect(self):
         if self._protocol is None:
-            self._protocol = winrm.Protocol(self.endpoint, **self._args)
+            protocol = winrm.Protocol(self.endpoint, **self._args)
+            if self.endpoint.startswith('https:'):
+                # pywinrm verifies as told (ca_trust_path / ignore); the
+                # context carries the same choice.
+                session = protocol.transport.build_session()
+                session.mount('https://', _TLSAdapter(tls.ssl_context(
+                    self._args['ca_trust_path'],
+                    self._args['server_cert_validation'] == 'ignore')))
+            self._protocol = protocol
         if self._shell is None:
             self._shell = self._protocol.open_shell(codepage=65001,
                                                     noprofile=True)

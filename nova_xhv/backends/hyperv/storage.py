@@ -51,6 +51,13 @@ class Share(object):
                             encrypt=encrypt, connection_timeout=timeout)
         self.label = '\\\\%s\\%s' % (host, share)
 
+    def close(self):
+        """Drop the pooled SMB session (smbclient's pool is per process)."""
+        try:
+            smbclient.delete_session(self.host, port=self._kwargs['port'])
+        except (OSError, ValueError, smb_exc.SMBException) as exc:
+            LOG.debug('Closing the SMB session to %s: %s', self.label, exc)
+
     def unc(self, relative=''):
         parts = _parts(relative) if relative else []
         return '\\'.join([self.label] + parts)

@@ -29,6 +29,9 @@ FAMILY_BEDS = {
     'fake': Bed(base.FAKE, base.CrossHypervisorTestCase.start_fake,
                 lambda tc: tc.make_image('qcow2', name='fake-guest'),
                 lambda tc, server: (tc.fake_disk(server), 'vhdx')),
+    'hyperv': Bed(base.HYPERV, base.CrossHypervisorTestCase.start_hyperv,
+                  lambda tc: tc.make_image('vhdx', name='hyperv-guest'),
+                  lambda tc, server: (tc.hyperv_disk(server), 'vhdx')),
 }
 
 

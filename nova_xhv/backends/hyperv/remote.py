@@ -72,8 +72,11 @@ def parse_error(stderr, what):
 
 
 class _TLSAdapter(adapters.HTTPAdapter):
-    """urllib3 pools with our SSL context (see tls.ssl_context: under
-    eventlet urllib3's own contexts recurse until RecursionError)."""
+    """urllib3 pools with our SSL context.
+
+    See tls.ssl_context: under eventlet urllib3's own contexts recurse
+    until RecursionError.
+    """
 
     def __init__(self, context):
         self._context = context

@@ -79,9 +79,10 @@ class HyperVBackend(base.Backend):
         supports_image_type_vmdk=True, supports_image_type_vhdx=True,
         supports_image_type_vhd=True)
 
-    def __init__(self, virtapi, read_only=False):
+    def __init__(self, virtapi, read_only=False, options=None):
+        """``options``: another [xhv_hyperv] group (xhv-status)."""
         super().__init__(virtapi)
-        conf = CONF.xhv_hyperv
+        conf = options if options is not None else CONF.xhv_hyperv
         if not conf.host:
             raise HyperVConfigError(detail='[xhv_hyperv] host is not set')
         if conf.transport == 'basic' and not conf.use_https:

@@ -218,11 +218,10 @@ def _check_hyperv(conf):
                        'check [xhv_hyperv] host, port, username, password, '
                        'ca_file, vswitch_mappings, vm_path and smb_share.')
     try:
+        winrm_url, share = backend.endpoint
         text = ('Hyper-V host %s answers at %s as %s; share %s '
-                'reachable.' % (
-                    backend.get_available_nodes()[0],
-                    backend._remote.endpoint, hv.username,
-                    backend._share.label))
+                'reachable.' % (backend.get_available_nodes()[0], winrm_url,
+                                hv.username, share))
         if hv.insecure:
             return warning(text + ' [xhv_hyperv] insecure = True: the '
                            'WinRM certificate is not verified.',

@@ -107,6 +107,11 @@ class HyperVBackend(base.Backend):
             conf.password, self._vm_path, encrypt=conf.smb_encrypt)
         self._nodename = None
 
+    @property
+    def endpoint(self):
+        """The WinRM URL and the SMB share this backend talks to."""
+        return self._remote.endpoint, self._share.label
+
     def _run(self, what, *lines):
         return self._remote.run(ps.script(*lines), what)
 

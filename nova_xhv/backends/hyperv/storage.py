@@ -6,8 +6,10 @@ file as ``<vm_path>\\<uuid>\\disk-0.vhdx`` for the cmdlets.  Relative
 paths are XHV's own (uuids and fixed names); anything else is refused.
 """
 
+import logging as std_logging
 import re
 import shutil
+import threading
 
 from nova import exception
 from oslo_log import log as logging
@@ -24,6 +26,11 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from nova_xhv import disk as xhv_disk
 
 LOG = logging.getLogger(__name__)
+# smbprotocol logs every SMB message at INFO: nova-compute's log is not the
+# place (an operator's own level for these loggers wins).
+for _name in ('smbprotocol', 'smbclient'):
+    if std_logging.getLogger(_name).level == std_logging.NOTSET:
+        std_logging.getLogger(_name).setLevel(std_logging.WARNING)
 COPY_CHUNK = 4 * 1024 * 1024
 PART = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$')
 
@@ -149,15 +156,20 @@ class Share(object):
 
 
 class SMBReader(xhv_disk.DiskReader):
-    """An exported disk read in place on the share (Range reads)."""
+    """An exported disk read in place on the share (Range reads).
+
+    The exchange serves concurrent Range requests from one reader: each
+    read seeks and reads under a lock.
+    """
 
     def __init__(self, share, relative):
         self.share = share
         self.relative = relative
+        self._lock = threading.Lock()
         try:
             self._file = smbclient.open_file(
                 share.unc(relative), mode='rb', share_access='r',
-                **share._kwargs)
+                buffering=0, **share._kwargs)
             self.size = smbclient.stat(share.unc(relative),
                                        **share._kwargs).st_size
         except (OSError, smb_exc.SMBException) as exc:
@@ -165,10 +177,11 @@ class SMBReader(xhv_disk.DiskReader):
 
     def iter_range(self, start, end, chunk=1024 * 1024):
         offset = start
-        self._file.seek(start)
         while offset <= end:
             try:
-                data = self._file.read(min(chunk, end - offset + 1))
+                with self._lock:
+                    self._file.seek(offset)
+                    data = self._file.read(min(chunk, end - offset + 1))
             except smb_exc.SMBException as exc:
                 raise OSError('%s: %s' % (self.relative, exc))
             if not data:

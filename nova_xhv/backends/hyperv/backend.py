@@ -336,13 +336,18 @@ class HyperVBackend(base.Backend):
             self._remove_vm(uuid)
             raise
 
-    def _remove_vm(self, uuid):
-        """Turn off and remove VM ``uuid`` if it exists (disks stay)."""
+    def _remove_vm(self, uuid, quiet=True):
+        """Turn off and remove VM ``uuid`` (its disks stay).
+
+        ``quiet``: also when it may not exist (undoing a half-made VM);
+        otherwise a failure raises, before its disks are touched.
+        """
+        action = 'SilentlyContinue' if quiet else None
         self._run('Remove-VM',
                   ps.command('Stop-VM', Name=uuid, TurnOff=ps.SWITCH,
-                             Force=ps.SWITCH, ErrorAction='SilentlyContinue'),
+                             Force=ps.SWITCH, ErrorAction=action),
                   ps.command('Remove-VM', Name=uuid, Force=ps.SWITCH,
-                             ErrorAction='SilentlyContinue'))
+                             ErrorAction=action))
 
     def _check_request(self, network_info, block_device_info):
         if driver.block_device_info_get_mapping(block_device_info):
@@ -438,7 +443,7 @@ class HyperVBackend(base.Backend):
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
         if self._find(instance.uuid) is not None:
-            self._remove_vm(instance.uuid)
+            self._remove_vm(instance.uuid, quiet=False)
         else:
             LOG.info('Instance %s has no VM on the host', instance.uuid)
         if destroy_disks:
@@ -493,7 +498,8 @@ class HyperVBackend(base.Backend):
             metadata = {'disk_format': 'vhdx', 'container_format': 'bare',
                         'properties': {'hypervisor_type': 'hyperv'}}
             if vm.get('Generation') == 2:
-                metadata['properties']['hw_machine_type'] = 'hyperv-gen2'
+                metadata['properties'].update(hw_machine_type='hyperv-gen2',
+                                              hw_firmware_type='uefi')
             with open(local, 'rb') as data:
                 glance.API().update(context, image_id, metadata, data=data)
         finally:

@@ -326,12 +326,15 @@ class HyperVBackend(base.Backend):
                 Path=self._share.windows_path(relative),
                 ControllerType=ctype, ControllerNumber=number,
                 ControllerLocation=location))
-        lines += network.plug_lines(uuid, network_info, self._mappings,
-                                    legacy)
-        if power_on:
-            lines.append(ps.command('Start-VM', Name=uuid))
+        # One script per port: a script must fit on a command line.
+        ports = network.plug_lines(uuid, network_info, self._mappings,
+                                   legacy)
         try:
             self._run('New-VM', *lines)
+            for port in ports:
+                self._run('Add-VMNetworkAdapter', *port)
+            if power_on:
+                self._run('Start-VM', ps.command('Start-VM', Name=uuid))
         except Exception:
             self._remove_vm(uuid)
             raise

@@ -94,10 +94,12 @@ def check(network_info, mappings):
 
 
 def plug_lines(vm_name, network_info, mappings, legacy=False):
-    """The script lines that plug every port of ``network_info``."""
-    lines = []
+    """Per port of ``network_info``, the script lines that plug it."""
+    ports = []
     for vif in network_info or []:
         name, switch, mac, vlan = adapter(vif, mappings)
+        lines = []
+        ports.append(lines)
         lines.append(ps.command(
             'Add-VMNetworkAdapter', VMName=vm_name, Name=name,
             SwitchName=switch, StaticMacAddress=mac,
@@ -106,4 +108,4 @@ def plug_lines(vm_name, network_info, mappings, legacy=False):
             lines.append(ps.command(
                 'Set-VMNetworkAdapterVlan', VMName=vm_name,
                 VMNetworkAdapterName=name, Access=ps.SWITCH, VlanId=vlan))
-    return lines
+    return ports

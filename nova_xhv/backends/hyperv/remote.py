@@ -32,6 +32,8 @@ from nova_xhv.translate import remote as tls  # noqa: E402
 
 LOG = logging.getLogger(__name__)
 SHELL_NOT_FOUND = 2150858843
+# cmd.exe takes 8191 characters, "powershell.exe -NoProfile ..." included.
+MAX_ENCODED = 8000
 CLIXML_ESCAPE = re.compile(r'_x([0-9A-Fa-f]{4})_')
 ERROR_LINE = re.compile(r'^([A-Za-z]+-[A-Za-z]+) : (.*)$', re.S)
 
@@ -164,6 +166,11 @@ class Remote(object):
 
     def run(self, script, what):
         """The JSON documents ``script`` printed; ``what``: its cmdlet."""
+        if len(script) * 8 // 3 + 4 > MAX_ENCODED:
+            raise HyperVCommandError(
+                host=self.host, cmdlet=what,
+                reason='a %d-character script does not fit on a Windows '
+                       'command line' % len(script))
         with self._lock:
             try:
                 try:

@@ -327,3 +327,22 @@ def test_resources_and_foreign_vms(make_backend, hyperv_sim):
     assert result.status_code == 0, result.std_err
     assert 'not-nova' in hyperv_sim.vms()
     assert 'not-nova' not in backend.list_instance_uuids()
+
+
+def test_many_ports_and_the_command_line_limit(make_backend, hyperv_sim,
+                                               tmp_path):
+    backend = make_backend()
+    instance = make_instance()
+    vifs = [_vif('fa:16:3e:01:00:%02x' % n, 100 + n) for n in range(24)]
+    _spawn(backend, tmp_path, instance, vifs)
+    try:
+        adapters = hyperv_sim.vms()[instance.uuid]['NetworkAdapters']
+        assert [a['AccessVlanId'] for a in adapters] == list(range(100, 124))
+    finally:
+        backend.destroy(None, instance, [])
+    from nova_xhv.backends.hyperv import script as ps
+    with pytest.raises(remote.HyperVCommandError,
+                       match='Set-VM failed: a .*-character script does not '
+                             'fit on a Windows command line'):
+        backend._remote.run(ps.script(ps.command(
+            'Set-VM', Name=instance.uuid, Notes='n' * 4000)), 'Set-VM')

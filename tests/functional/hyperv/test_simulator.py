@@ -38,6 +38,12 @@ def test_what_is_not_modelled_fails_loudly(session, script, message):
     assert message in result.std_err.decode(), result.std_err
 
 
+def test_command_lines_are_as_long_as_cmd_takes(session):
+    result = session.run_ps("Get-VM -Name '%s'" % ('x' * 3500))
+    assert result.status_code == 1
+    assert b'The command line is too long.' in result.std_err
+
+
 def test_errors_are_clixml_with_the_cmdlet(hyperv_sim):
     info = hyperv_sim.info
     protocol = winrm.Protocol(

@@ -59,6 +59,7 @@ ACTION_SIGNAL = SHELL + 'Signal'
 ENCRYPTED_PROTOCOL = 'application/HTTP-SPNEGO-session-encrypted'
 BOUNDARY = b'--Encrypted Boundary'
 MAX_BODY = 1024 * 1024
+CMD_LINE_MAX = 8191
 # WS-Man fault codes (winerror.h) a Windows host sends.
 ERROR_SHELL_NOT_FOUND = 2150858843
 ERROR_ACTION_NOT_SUPPORTED = 2150858771
@@ -224,6 +225,10 @@ class Simulator(object):
                  + (line.findtext('rsp:Arguments', '', NS) or '').split())
         command, args = (words[0], words[1:]) if words else ('', [])
         script = self._script(command, args)
+        if len(' '.join(words)) > CMD_LINE_MAX:
+            # cmd.exe, which WinRS runs the command line through.
+            script = None
+            command = 'The command line is too long.'
         if script is None:
             stdout, errors_text, code = (
                 '', "'%s' is not recognized as an internal or external "

@@ -63,8 +63,8 @@ def test_plug_lines_quote_everything():
     lines = network.plug_lines(
         "vm'1", [_vif(physical_network='physnet1', network_type='vlan',
                       segmentation_id=7)], {'physnet1': "sw'x"}, legacy=True)
-    assert lines == [
+    assert lines == [[
         "Add-VMNetworkAdapter -VMName 'vm''1' -Name 'xhv-p1' -SwitchName "
         "'sw''x' -StaticMacAddress 'FA163EAABBCC' -IsLegacy $true",
         "Set-VMNetworkAdapterVlan -VMName 'vm''1' -VMNetworkAdapterName "
-        "'xhv-p1' -Access -VlanId 7"]
+        "'xhv-p1' -Access -VlanId 7"]]

@@ -25,6 +25,7 @@ from nova.image import glance
 from nova.objects import fields as obj_fields
 from nova.virt import driver
 from nova.virt import hardware
+from nova.virt import node as nova_node
 import os_resource_classes as orc
 from oslo_log import log as logging
 from oslo_utils import versionutils
@@ -148,6 +149,13 @@ class HyperVBackend(base.Backend):
     def get_available_nodes(self, refresh=False):
         return [self._nodename] if self._nodename else []
 
+    def node_uuid(self):
+        """This compute's node uuid: Nova's, kept in its state_path."""
+        return nova_node.get_local_node_uuid()
+
+    def get_nodenames_by_uuid(self, refresh=False):
+        return {self.node_uuid(): self._nodename}
+
     def get_host_ip_addr(self):
         # This nova-compute's address (where XHV serves disk transfers).
         return CONF.my_ip
@@ -179,6 +187,7 @@ class HyperVBackend(base.Backend):
             # Windows Server 2016 and later are all 10.0.
             'hypervisor_version': versionutils.convert_version_to_int('10.0'),
             'hypervisor_hostname': nodename,
+            'uuid': self.node_uuid(),
             'cpu_info': None,
             'supported_instances': [(obj_fields.Architecture.X86_64,
                                      obj_fields.HVType.HYPERV,

@@ -43,6 +43,10 @@ def make_backend(conf, hyperv_sim, tmp_path):  # noqa: F811
         configure(conf, (sim or hyperv_sim).info, str(tmp_path / 'staging'),
                   **overrides)
         backend = hyperv_backend.HyperVBackend(None)
+        # Nova's compute_id file is nova-compute's (its config and
+        # state_path): one uuid per test here.
+        node = uuidutils.generate_uuid()
+        backend.node_uuid = lambda: node
         built.append(backend)
         if start:
             backend.init_host('xhv-test-host')

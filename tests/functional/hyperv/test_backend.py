@@ -317,6 +317,7 @@ def test_resources_and_foreign_vms(make_backend, hyperv_sim):
         16, 64 * 1024, 'hyperv')
     assert res['local_gb'] > 0
     assert backend.get_available_nodes() == ['XHV-HV01']
+    assert backend.get_nodenames_by_uuid() == {res['uuid']: 'XHV-HV01'}
     session = winrm.Session(
         'https://%s:%d/wsman' % (hyperv_sim.info.host, hyperv_sim.info.port),
         auth=(hyperv_sim.info.username, hyperv_sim.info.password),

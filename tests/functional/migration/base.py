@@ -115,14 +115,9 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
                 self.flags(group='xhv_hyperv', **{name: value})
             # Several computes share this process: the host gets its own
             # node uuid (Nova's default is one per process).
-            test = self
-
-            def nodes_by_uuid(backend, refresh=False):
-                return {test.node_uuid_for(host):
-                        backend.get_available_nodes()[0]}
-
             self.stub_out('nova_xhv.backends.hyperv.backend.HyperVBackend.'
-                          'get_nodenames_by_uuid', nodes_by_uuid)
+                          'node_uuid',
+                          lambda backend: self.node_uuid_for(host))
         return self.start_compute(host, backend='hyperv')
 
     def hyperv_disk(self, server):

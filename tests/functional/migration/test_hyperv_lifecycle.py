@@ -31,7 +31,8 @@ class TestHyperVLifecycle(base.CrossHypervisorTestCase):
                                           raw, 'raw'))
         node = self.compute_node(base.HYPERV)
         self.assertEqual('hyperv', node['hypervisor_type'])
-        self.assertEqual(16, node['vcpus'])
+        self.assertEqual((base.HYPERV, 'XHV-HV01'), (
+            node['service']['host'], node['hypervisor_hostname']))
 
         server = self._stop_server(server)
         self.assertEqual(VM_OFF, self.vm(server)['State'])

@@ -365,7 +365,19 @@ class HyperVBackend(base.Backend):
         if driver.block_device_info_get_mapping(block_device_info):
             raise HyperVBackendError(reason='The XHV hyperv backend does '
                                             'not attach volumes yet.')
+        if hasattr(base.Backend, 'nics'):
+            # The network contract's own checks, where this tree has it.
+            self.nics(network_info)
         network.check(network_info, self._mappings)
+
+    def plugged_ports(self, instance):
+        """[(port id or None, MAC)] of the VM's adapters, in order."""
+        self._get(instance)
+        docs = self._run('Get-VMNetworkAdapter', ps.command(
+            'Get-VMNetworkAdapter', ps.select_json('Name', 'MacAddress'),
+            VMName=instance.uuid))
+        return [network.port_of(a['Name'], a['MacAddress'])
+                for a in hv_remote.as_list(docs[0] if docs else None)]
 
     def _staging_dir(self, prefix):
         return tempfile.mkdtemp(prefix=prefix, dir=self._staging_root)

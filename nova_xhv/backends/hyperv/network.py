@@ -1,10 +1,12 @@
 """Neutron ports on a Hyper-V host: one network adapter per port.
 
-A port is plugged as a VM network adapter named after the port, on the
-vSwitch ``[xhv_hyperv] vswitch_mappings`` gives the port's physical
-network (or ``default_vswitch``), with the port's MAC as a static MAC and,
-when the segment is a VLAN, the adapter in access mode on that VLAN id.
-The port's binding details carry the segment (``physical_network``,
+A port is plugged as a VM network adapter named ``xhv-<port id>``, on
+the vSwitch its binding names (``hyperv_vswitch``, set by XHV's ML2
+driver from ``[ml2_xhv] physical_network_mappings``) or else the one
+``[xhv_hyperv] vswitch_mappings`` gives the port's physical network (or
+``default_vswitch``), with the port's MAC as a static MAC and, when the
+segment is a VLAN, the adapter in access mode on that VLAN id.  The
+binding details carry the segment (``physical_network``,
 ``network_type``, ``segmentation_id``: Neutron's names); a network's
 ``meta`` is read where an older binding left them.
 """
@@ -17,6 +19,9 @@ from nova_xhv.backends.hyperv import script as ps
 
 MAC = re.compile(r'^[0-9A-Fa-f]{2}([:-]?)[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$')
 REFUSED_VIF_TYPES = ('binding_failed', 'unbound')
+VIF_TYPES = ('hyperv',)
+SWITCH_DETAIL = 'hyperv_vswitch'
+ADAPTER_PREFIX = 'xhv-'
 DEFAULT = None  # the mapping key of default_vswitch
 
 
@@ -65,8 +70,13 @@ def adapter(vif, mappings):
     if vif.get('type') in REFUSED_VIF_TYPES:
         raise HyperVNetworkError(port=port, reason='the port is %s'
                                  % vif.get('type'))
+    if vif.get('type') not in VIF_TYPES:
+        raise HyperVNetworkError(port=port, reason='vif_type %r is not %s'
+                                 % (vif.get('type'), ', '.join(VIF_TYPES)))
     physnet, vlan = _segment(vif)
-    switch = mappings.get(physnet) if physnet else None
+    switch = (vif.get('details') or {}).get(SWITCH_DETAIL)
+    if not switch and physnet:
+        switch = mappings.get(physnet)
     if switch is None:
         switch = mappings.get(DEFAULT)
     if switch is None:
@@ -85,7 +95,8 @@ def adapter(vif, mappings):
         if not 1 <= vlan <= 4094:
             raise HyperVNetworkError(port=port, reason='VLAN id %r'
                                      % _segment(vif)[1])
-    return ('xhv-%s' % port, switch, re.sub('[:-]', '', mac).upper(), vlan)
+    return (ADAPTER_PREFIX + port, switch, re.sub('[:-]', '', mac).upper(),
+            vlan)
 
 
 def check(network_info, mappings):
@@ -109,3 +120,11 @@ def plug_lines(vm_name, network_info, mappings, legacy=False):
                 'Set-VMNetworkAdapterVlan', VMName=vm_name,
                 VMNetworkAdapterName=name, Access=ps.SWITCH, VlanId=vlan))
     return ports
+
+
+def port_of(adapter_name, mac):
+    """(port id or None, MAC as Neutron writes it) of a VM's adapter."""
+    port = adapter_name[len(ADAPTER_PREFIX):] \
+        if adapter_name.startswith(ADAPTER_PREFIX) else None
+    mac = (mac or '').lower()
+    return port, ':'.join(mac[i:i + 2] for i in range(0, len(mac), 2))

@@ -14,6 +14,9 @@ pytestmark = pytest.mark.timeout(180)
 
 class HyperVBed(conformance.TestBed):
 
+    # The vSwitch XHV's ML2 driver would name (network contract).
+    switch = 'xhv-external'
+
     def __init__(self, backend, sim):
         self.backend = backend
         self.sim = sim

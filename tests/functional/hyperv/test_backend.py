@@ -205,6 +205,9 @@ def test_ports_are_plugged_on_the_mapped_vswitch(make_backend, hyperv_sim,
              1, 101),
             ('xhv-port-FA-16-3E-44-55-66', 'xhv-external', 'FA163E445566',
              False, 0, 0)]
+        assert backend.plugged_ports(instance) == [
+            ('port-fa163e112233', 'fa:16:3e:11:22:33'),
+            ('port-FA-16-3E-44-55-66', 'fa:16:3e:44:55:66')]
     finally:
         backend.destroy(None, instance, [])
 
@@ -216,6 +219,7 @@ def test_ports_are_plugged_on_the_mapped_vswitch(make_backend, hyperv_sim,
      'the port is binding_failed'),
     (_vif("fa:16:3e:00:00:04'", None), 'MAC address'),
     (_vif('fa:16:3e:00:00:05', 4095), 'VLAN id 4095'),
+    (_vif('fa:16:3e:00:00:07', vif_type='ovs'), "vif_type 'ovs' is not"),
 ])
 def test_unpluggable_ports_are_refused_before_the_vm_exists(
         make_backend, hyperv_sim, tmp_path, vif, message):
@@ -347,3 +351,17 @@ def test_many_ports_and_the_command_line_limit(make_backend, hyperv_sim,
                              'fit on a Windows command line'):
         backend._remote.run(ps.script(ps.command(
             'Set-VM', Name=instance.uuid, Notes='n' * 4000)), 'Set-VM')
+
+
+def test_the_binding_names_the_vswitch(make_backend, own_sim, tmp_path):
+    # XHV's ML2 driver puts the switch mapped in Neutron's configuration
+    # into the binding: it wins over [xhv_hyperv] vswitch_mappings.
+    sim = own_sim(switches=('xhv-external', 'Datacenter'))
+    backend = make_backend(sim=sim)
+    instance = make_instance()
+    vif = _vif('fa:16:3e:00:00:08', 12)
+    vif['details']['hyperv_vswitch'] = 'Datacenter'
+    _spawn(backend, tmp_path, instance, [vif])
+    adapter = sim.vms()[instance.uuid]['NetworkAdapters'][0]
+    assert (adapter['SwitchName'], adapter['AccessVlanId']) == (
+        'Datacenter', 12)

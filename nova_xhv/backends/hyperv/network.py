@@ -81,9 +81,10 @@ def adapter(vif, mappings):
         switch = mappings.get(DEFAULT)
     if switch is None:
         raise HyperVNetworkError(
-            port=port, reason='no vSwitch is mapped for physical network %r '
+            port=port, reason='the binding names no vSwitch (%s) and none '
+                              'is mapped for physical network %r '
                               '([xhv_hyperv] vswitch_mappings, '
-                              'default_vswitch)' % physnet)
+                              'default_vswitch)' % (SWITCH_DETAIL, physnet))
     mac = vif.get('address') or ''
     if not MAC.match(mac):
         raise HyperVNetworkError(port=port, reason='MAC address %r' % mac)

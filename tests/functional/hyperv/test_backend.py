@@ -208,7 +208,7 @@ def test_ports_are_plugged_on_the_bound_vswitch(make_backend, hyperv_sim,
     backend = make_backend()
     instance = make_instance()
     _spawn(backend, tmp_path, instance, [
-        _vif('fa:16:3e:11:22:33', 101), _vif('FA-16-3E-44-55-66', None)])
+        _vif('fa:16:3e:11:22:33', 101), _vif('FA:16:3E:44:55:66', None)])
     try:
         adapters = hyperv_sim.vms()[instance.uuid]['NetworkAdapters']
         assert [(a['Name'], a['SwitchName'], a['MacAddress'],
@@ -216,11 +216,11 @@ def test_ports_are_plugged_on_the_bound_vswitch(make_backend, hyperv_sim,
                  a['AccessVlanId']) for a in adapters] == [
             ('xhv-port-fa163e112233', 'xhv-external', 'FA163E112233', False,
              1, 101),
-            ('xhv-port-FA-16-3E-44-55-66', 'xhv-external', 'FA163E445566',
+            ('xhv-port-FA163E445566', 'xhv-external', 'FA163E445566',
              False, 0, 0)]
         assert backend.plugged_ports(instance) == [
             ('port-fa163e112233', 'fa:16:3e:11:22:33'),
-            ('port-FA-16-3E-44-55-66', 'fa:16:3e:44:55:66')]
+            ('port-FA163E445566', 'fa:16:3e:44:55:66')]
     finally:
         backend.destroy(None, instance, [])
 

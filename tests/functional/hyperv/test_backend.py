@@ -33,10 +33,11 @@ def _boot_disk(backend, tmp_path, name='boot'):
         size=4 * disks.MiB)
 
 
-def _spawn(backend, tmp_path, instance, network_info=(), power_on=True):
-    staged = backend.stage_disks(None, instance,
-                                 [_boot_disk(backend, tmp_path,
-                                             instance.uuid)])
+def _spawn(backend, tmp_path, instance, network_info=(), power_on=True,
+           disk=None):
+    # stage_disks uploads a copy: one local disk can serve many guests.
+    disk = disk or _boot_disk(backend, tmp_path, instance.uuid)
+    staged = backend.stage_disks(None, instance, [disk])
     try:
         backend.spawn_from_disks(None, instance, staged, list(network_info),
                                  IMAGE_META, power_on=power_on)
@@ -155,18 +156,19 @@ def test_values_cannot_inject_powershell(make_backend, own_sim, tmp_path,
     sim = own_sim(storage_path="C:\\XHV\\it's $(Remove-VM -Name *) `; x")
     backend = make_backend(sim=sim)
     canary = make_instance(name='canary')
-    _spawn(backend, tmp_path, canary)
+    disk = _boot_disk(backend, tmp_path)
+    _spawn(backend, tmp_path, canary, disk=disk)
     vif = _vif('fa:16:3e:00:00:01', segmentation_id=None)
     for n, payload in enumerate(_payloads(canary.uuid)):
         instance = make_instance(name=payload)
-        _spawn(backend, tmp_path, instance, [vif])
+        _spawn(backend, tmp_path, instance, [vif], power_on=False,
+               disk=disk)
         vm = sim.vms()[instance.uuid]
         # The value arrived whole, as data.
         assert vm['Notes'] == 'xhv:%s\n%s' % (instance.uuid, payload)
         assert vm['NetworkAdapters'][0]['SwitchName'] == 'xhv-external'
         assert vm['HardDrives'][0]['Path'].startswith(
             sim.info.storage_path + '\\')
-        backend.power_off(instance)
         backend.destroy(None, instance, [])
     assert sim.vms()[canary.uuid]['State'] == 2
     assert backend.get_info(canary).state == power_state.RUNNING

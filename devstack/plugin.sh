@@ -41,6 +41,14 @@ function xhv_check_settings {
             fi
         done
     fi
+    if [[ "$XHV_BACKEND" == hyperv ]]; then
+        local v
+        for v in XHV_HYPERV_HOST XHV_HYPERV_USERNAME XHV_HYPERV_PASSWORD; do
+            if [[ -z "${!v}" ]]; then
+                die $LINENO "XHV_BACKEND=hyperv needs $v in local.conf"
+            fi
+        done
+    fi
 }
 
 # XHV_EXTRA_OPTS items look like section:key=value.
@@ -95,6 +103,20 @@ function configure_xhv_nova_file {
                 iniset "$conf" xhv_vmware ca_file "$XHV_VMWARE_CA_FILE"
             fi
             iniset "$conf" xhv_vmware insecure "$XHV_VMWARE_INSECURE"
+            ;;
+        hyperv)
+            iniset "$conf" xhv_hyperv host "$XHV_HYPERV_HOST"
+            iniset "$conf" xhv_hyperv username "$XHV_HYPERV_USERNAME"
+            iniset "$conf" xhv_hyperv password "$XHV_HYPERV_PASSWORD"
+            iniset "$conf" xhv_hyperv vm_path "$XHV_HYPERV_VM_PATH"
+            iniset "$conf" xhv_hyperv smb_share "$XHV_HYPERV_SMB_SHARE"
+            if [[ -n "$XHV_HYPERV_CA_FILE" ]]; then
+                iniset "$conf" xhv_hyperv ca_file "$XHV_HYPERV_CA_FILE"
+            fi
+            if [[ -n "$XHV_HYPERV_VSWITCH_MAPPINGS" ]]; then
+                iniset "$conf" xhv_hyperv vswitch_mappings \
+                    "$XHV_HYPERV_VSWITCH_MAPPINGS"
+            fi
             ;;
     esac
 }
@@ -232,6 +254,10 @@ function unconfigure_xhv_nova_file {
         done
         for opt in host port username password cluster_name ca_file insecure; do
             inidelete "$conf" xhv_vmware "$opt"
+        done
+        for opt in host username password vm_path smb_share ca_file \
+                   vswitch_mappings; do
+            inidelete "$conf" xhv_hyperv "$opt"
         done
         local item
         for item in $XHV_EXTRA_OPTS; do

@@ -106,6 +106,8 @@ def check_hypervisor(conf):
         return _check_libvirt(conf)
     if backend == 'vmware':
         return _check_vmware(conf)
+    if backend == 'hyperv':
+        return _check_hyperv(conf)
     return warning('[xhv] backend = %s: xhv-status has no hypervisor check '
                    'for it.' % backend)
 
@@ -196,6 +198,37 @@ def _check_vmware(conf):
         return success(found_text)
     finally:
         session.disconnect()
+
+
+def _check_hyperv(conf):
+    try:
+        from nova_xhv.backends.hyperv import backend as hyperv_backend
+    except ImportError as error:
+        return failure('the Hyper-V backend cannot load: %s'
+                       % _first_line(error),
+                       backend_family.install_hint('hyperv') + '.')
+    hv = conf.xhv_hyperv
+    try:
+        # What nova-compute does at start: WinRM login, the host, its
+        # vSwitches against the mappings, the storage volume, the share.
+        backend = hyperv_backend.HyperVBackend(None, options=hv)
+        backend.init_host(None)
+    except Exception as error:  # noqa: BLE001 - each names its cause
+        return failure('Hyper-V: %s' % _first_line(error),
+                       'check [xhv_hyperv] host, port, username, password, '
+                       'ca_file, vswitch_mappings, vm_path and smb_share.')
+    try:
+        winrm_url, share = backend.endpoint
+        text = ('Hyper-V host %s answers at %s as %s; share %s '
+                'reachable.' % (backend.get_available_nodes()[0], winrm_url,
+                                hv.username, share))
+        if hv.insecure:
+            return warning(text + ' [xhv_hyperv] insecure = True: the '
+                           'WinRM certificate is not verified.',
+                           'set [xhv_hyperv] ca_file and insecure = False.')
+        return success(text)
+    finally:
+        backend.cleanup_host(None)
 
 
 def _vmware_message(error):

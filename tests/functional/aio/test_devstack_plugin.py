@@ -138,6 +138,30 @@ def test_post_config_vmware_writes_nova_and_cinder(bed):
     assert cinder['volume_group'] == 'stack-volumes-lvmdriver-1'
 
 
+HYPERV = {'XHV_BACKEND': 'hyperv', 'XHV_HYPERV_HOST': 'hv01.example.org',
+          'XHV_HYPERV_USERNAME': 'EXAMPLE\\nova',
+          'XHV_HYPERV_PASSWORD': 's3cret',
+          'XHV_HYPERV_VSWITCH_MAPPINGS': 'physnet1:External'}
+
+
+def test_hyperv_installs_its_extra_and_writes_its_options(bed):
+    before = options(bed / 'nova.conf')
+    proc = run_phase(bed, 'stack', 'install', **HYPERV)
+    assert proc.returncode == 0, proc.stderr
+    assert 'pip_install %s[hyperv]' % TOP in calls(bed)
+    proc = run_phase(bed, 'stack', 'post-config', **HYPERV)
+    assert proc.returncode == 0, proc.stderr
+    for name in ('nova.conf', 'nova-cpu.conf'):
+        conf = read(bed / name)
+        assert conf['xhv']['backend'] == 'hyperv'
+        assert conf['xhv_hyperv'] == {
+            'host': 'hv01.example.org', 'username': 'EXAMPLE\\nova',
+            'password': 's3cret', 'vm_path': 'C:\\ClusterStorage\\XHV',
+            'smb_share': 'XHV', 'vswitch_mappings': 'physnet1:External'}
+    assert run_phase(bed, 'unstack', **HYPERV).returncode == 0
+    assert options(bed / 'nova.conf') == before
+
+
 def test_post_config_twice_keeps_the_inner_driver(bed):
     for _ in range(2):
         proc = run_phase(bed, 'stack', 'post-config')
@@ -181,6 +205,7 @@ def test_unstack_without_previous_driver_removes_it(bed):
 @pytest.mark.parametrize('settings, message', [
     ({'XHV_BACKEND': 'bhyve'}, 'XHV_BACKEND=bhyve: use one of'),
     ({'XHV_BACKEND': 'vmware'}, 'needs XHV_VMWARE_HOST'),
+    ({'XHV_BACKEND': 'hyperv'}, 'needs XHV_HYPERV_HOST'),
 ])
 def test_pre_install_refuses_bad_settings(bed, settings, message):
     proc = run_phase(bed, 'stack', 'pre-install', **settings)

@@ -19,6 +19,7 @@ from nova import context as nova_context
 from nova import objects
 import urllib3
 
+from tests.fixtures import hyperv as hyperv_fixture
 from tests.fixtures import vcsim as vcsim_fixture
 from tests.functional import nova_base
 from tests.functional.vmware import test_nova as vmware_nova
@@ -27,6 +28,7 @@ SECRET = 'xhv-test-exchange-secret'
 VMW = 'vmw1'
 KVM = 'kvm1'
 FAKE = 'fake1'
+HYPERV = 'hv1'
 
 
 def same_guest_data(path_a, fmt_a, path_b, fmt_b):
@@ -98,6 +100,30 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
     def start_fake(self, host=FAKE):
         return self.start_compute(host, backend='fake')
 
+    def start_hyperv(self, host=HYPERV):
+        """A Hyper-V compute on this test's simulated host (+ Samba)."""
+        if getattr(self, 'hyperv', None) is None:
+            self.hyperv = hyperv_fixture.HyperVSimulator()
+            info = self.hyperv.start()
+            self.addCleanup(self.hyperv.stop)
+            for name, value in dict(
+                    host=info.host, port=info.port, username=info.username,
+                    password=info.password, ca_file=info.ca_file,
+                    vm_path=info.storage_path, smb_share=info.share,
+                    smb_port=info.smb_port,
+                    staging_dir=os.path.join(self.workdir, 'hyperv')).items():
+                self.flags(group='xhv_hyperv', **{name: value})
+            # Several computes share this process: the host gets its own
+            # node uuid (Nova's default is one per process).
+            self.stub_out('nova_xhv.backends.hyperv.backend.HyperVBackend.'
+                          'node_uuid',
+                          lambda backend: self.node_uuid_for(host))
+        return self.start_compute(host, backend='hyperv')
+
+    def hyperv_disk(self, server):
+        return os.path.join(self.hyperv.info.storage_dir, server['id'],
+                            'disk-0.vhdx')
+
     def fake_disk(self, server, host=FAKE):
         return os.path.join(self.fake_dir, host, server['id'], 'disk-0.vhdx')
 
@@ -106,7 +132,9 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
             self, server)
             or nova_base.LibvirtFunctionalTestCase.hypervisor_guest_exists(
                 self, server)
-            or os.path.exists(os.path.dirname(self.fake_disk(server))))
+            or os.path.exists(os.path.dirname(self.fake_disk(server)))
+            or (getattr(self, 'hyperv', None) is not None
+                and server['id'] in self.hyperv.vms()))
 
     def console_output(self, server):
         path = os.path.join(self.instance_dir(server), 'console.log')

@@ -29,6 +29,9 @@ FAMILY_BEDS = {
     'fake': Bed(base.FAKE, base.CrossHypervisorTestCase.start_fake,
                 lambda tc: tc.make_image('qcow2', name='fake-guest'),
                 lambda tc, server: (tc.fake_disk(server), 'vhdx')),
+    'hyperv': Bed(base.HYPERV, base.CrossHypervisorTestCase.start_hyperv,
+                  lambda tc: tc.make_image('vhdx', name='hyperv-guest'),
+                  lambda tc, server: (tc.hyperv_disk(server), 'vhdx')),
 }
 
 
@@ -68,6 +71,9 @@ class TestMoveMatrix(base.CrossHypervisorTestCase):
         self.assertEqual(power_state.SHUTDOWN, self._state(src.host, server))
         copy, copy_format = dst.guest_disk(self, server)
         self.assertTrue(base.same_guest_data(copy, copy_format, raw, 'raw'))
+        if dest == 'kvm':
+            # The only family here that runs the guest: it boots.
+            self.wait_for_console_marker(server, disks.BOOT_MARKER)
         self._revert_resize(server)
         server = self._wait_for_state_change(server, 'ACTIVE')
         self.assertEqual(src.host, server['OS-EXT-SRV-ATTR:host'])

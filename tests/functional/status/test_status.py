@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from tests.fixtures.hyperv import hyperv_sim  # noqa: F401  (fixture)
 from tests.unit.status import test_status as unit_status
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -144,4 +145,45 @@ def test_vsphere_mistakes_name_the_option(tmp_path, exchange_cert, vcsim,
     assert option in details
     assert code == 2
     for secret in (vcsim.password, 'Wr0ng-passw0rd-xhv', SECRET):
+        assert secret not in output
+
+
+def hyperv_sections(tmp_path, exchange_cert, sim, **hyperv):
+    sections = base_sections(tmp_path, exchange_cert, backend='hyperv')
+    info = sim.info
+    sections['xhv_hyperv'] = {
+        'host': info.host, 'port': info.port, 'username': info.username,
+        'password': info.password, 'ca_file': info.ca_file,
+        'vm_path': info.storage_path, 'smb_share': info.share,
+        'smb_port': info.smb_port,
+        'vswitch_mappings': 'physnet1:%s' % info.switches[0]}
+    sections['xhv_hyperv'].update(hyperv)
+    return sections
+
+
+def test_hyperv_good_config(tmp_path, exchange_cert, hyperv_sim):  # noqa
+    code, results, output = run_status(
+        tmp_path, hyperv_sections(tmp_path, exchange_cert, hyperv_sim))
+    verdict, details = results['hypervisor']
+    assert verdict == 'Success', output
+    assert 'Hyper-V host XHV-HV01 answers' in details
+    assert code == 0, output
+    assert hyperv_sim.info.password not in output
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'password': 'Wr0ng-passw0rd-xhv'}, 'rejected the credentials'),
+    ({'vswitch_mappings': 'physnet1:NoSuchSwitch'},
+     "'NoSuchSwitch' named in [xhv_hyperv] vswitch_mappings"),
+])
+def test_hyperv_mistakes_are_named(tmp_path, exchange_cert,
+                                   hyperv_sim, change, message):  # noqa
+    code, results, output = run_status(
+        tmp_path, hyperv_sections(tmp_path, exchange_cert, hyperv_sim,
+                                  **change))
+    verdict, details = results['hypervisor']
+    assert verdict == 'Failure', output
+    assert message in details
+    assert code == 2
+    for secret in (hyperv_sim.info.password, 'Wr0ng-passw0rd-xhv', SECRET):
         assert secret not in output

@@ -137,6 +137,11 @@ class XenAPIBackend(base.Backend):
     def get_available_nodes(self, refresh=False):
         return [self._nodename] if self._nodename else []
 
+    def get_nodenames_by_uuid(self, refresh=False):
+        # The pool's uuid is the node's identity: stable across restarts
+        # and reinstalls of this compute, one per pool.
+        return {self._nodename: self._nodename} if self._nodename else {}
+
     def get_host_ip_addr(self):
         # This nova-compute's address (where XHV serves disk transfers).
         return CONF.my_ip
@@ -176,6 +181,8 @@ class XenAPIBackend(base.Backend):
                 (versionutils.convert_version_to_int(v) for v in versions),
                 default=0),
             'hypervisor_hostname': nodename,
+            # The node's identity (get_nodenames_by_uuid).
+            'uuid': self._nodename,
             'cpu_info': None,
             'supported_instances': [(obj_fields.Architecture.X86_64,
                                      obj_fields.HVType.XEN,

@@ -16,6 +16,7 @@ from nova import exception
 from nova_xhv.backends import family
 from tests.fixtures import disks
 from tests.functional.migration import base
+from tests.functional.migration import xen_bed
 
 Bed = collections.namedtuple('Bed', 'host start make_image guest_disk')
 
@@ -29,6 +30,8 @@ FAMILY_BEDS = {
     'fake': Bed(base.FAKE, base.CrossHypervisorTestCase.start_fake,
                 lambda tc: tc.make_image('qcow2', name='fake-guest'),
                 lambda tc, server: (tc.fake_disk(server), 'vhdx')),
+    'xen': Bed(xen_bed.XEN, xen_bed.start_xen, xen_bed.make_xen_image,
+               xen_bed.guest_disk),
 }
 
 
@@ -51,6 +54,11 @@ class TestMoveMatrix(base.CrossHypervisorTestCase):
     def _has_guest(self, host, server):
         return server['id'] in self._driver(host).list_instance_uuids()
 
+    def _assert_booted_if_kvm(self, family_name, server):
+        # KVM runs the guest: its boot marker proves the moved disk.
+        if family_name == 'kvm':
+            self.wait_for_console_marker(server, disks.BOOT_MARKER)
+
     def _move_revert_move_confirm(self, source, dest):
         src, dst = FAMILY_BEDS[source], FAMILY_BEDS[dest]
         src.start(self)
@@ -66,6 +74,7 @@ class TestMoveMatrix(base.CrossHypervisorTestCase):
         self.assertEqual(dst.host, server['OS-EXT-SRV-ATTR:host'])
         self.assertEqual(power_state.RUNNING, self._state(dst.host, server))
         self.assertEqual(power_state.SHUTDOWN, self._state(src.host, server))
+        self._assert_booted_if_kvm(dest, server)
         copy, copy_format = dst.guest_disk(self, server)
         self.assertTrue(base.same_guest_data(copy, copy_format, raw, 'raw'))
         self._revert_resize(server)
@@ -82,6 +91,7 @@ class TestMoveMatrix(base.CrossHypervisorTestCase):
         self._confirm_resize(server)
         self.assertFalse(self._has_guest(src.host, server))
         self.assertEqual(power_state.RUNNING, self._state(dst.host, server))
+        self._assert_booted_if_kvm(dest, server)
         copy, copy_format = dst.guest_disk(self, server)
         self.assertTrue(base.same_guest_data(copy, copy_format, raw, 'raw'))
         for host in (src.host, dst.host):

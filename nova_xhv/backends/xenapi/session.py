@@ -225,6 +225,9 @@ class XapiSession(object):
             return self._session.handle
 
     def _transfer_url(self, handler, vdi_ref, fmt):
+        # One cheap call first: the SDK logs in again if the session
+        # expired, so the transfer carries a live one.
+        self.call('pool.get_all')
         query = urllib.parse.urlencode({'session_id': self._handle(),
                                         'vdi': vdi_ref, 'format': fmt})
         return '%s/%s?%s' % (self.url, handler, query)
@@ -237,15 +240,19 @@ class XapiSession(object):
 
     def import_vdi(self, vdi_ref, vdi_uuid, path, fmt):
         """Upload local file ``path`` (``fmt`` vhd or raw) into a VDI."""
-        url = self._transfer_url('import_raw_vdi', vdi_ref, fmt)
-        try:
-            with open(path, 'rb') as data, self._http() as http:
-                response = http.put(url, data=data, verify=http.verify,
-                                    timeout=self._transfer_timeout)
-        except requests.RequestException as exc:
-            raise XapiTransferError(what='import', vdi=vdi_uuid,
-                                    xapi_code=type(exc).__name__,
-                                    detail=_redact(str(exc)))
+        for attempt in (1, 2):
+            url = self._transfer_url('import_raw_vdi', vdi_ref, fmt)
+            try:
+                with open(path, 'rb') as data, self._http() as http:
+                    response = http.put(url, data=data, verify=http.verify,
+                                        timeout=self._transfer_timeout)
+            except requests.RequestException as exc:
+                raise XapiTransferError(what='import', vdi=vdi_uuid,
+                                        xapi_code=type(exc).__name__,
+                                        detail=_redact(str(exc)))
+            if response.status_code != 401 or attempt == 2:
+                break
+            self._relogin()
         if response.status_code != 200:
             raise XapiTransferError(
                 what='import', vdi=vdi_uuid,
@@ -255,11 +262,26 @@ class XapiSession(object):
 
     def export_vdi(self, vdi_ref, vdi_uuid, path, fmt):
         """Download a VDI (``fmt`` vhd or raw) into local file ``path``."""
+        try:
+            self._export(vdi_ref, vdi_uuid, path, fmt)
+        except _SessionExpired:
+            self._relogin()
+            self._export(vdi_ref, vdi_uuid, path, fmt)
+
+    def _relogin(self):
+        """A transfer was refused with 401: the session expired."""
+        with self._lock:
+            self._session = None
+        self.connect()
+
+    def _export(self, vdi_ref, vdi_uuid, path, fmt):
         url = self._transfer_url('export_raw_vdi', vdi_ref, fmt)
         try:
             with self._http() as http, http.get(
                     url, stream=True, verify=http.verify,
                     timeout=self._transfer_timeout) as response:
+                if response.status_code == 401:
+                    raise _SessionExpired()
                 if response.status_code != 200:
                     raise XapiTransferError(
                         what='export', vdi=vdi_uuid,
@@ -281,6 +303,10 @@ class XapiSession(object):
             raise XapiTransferError(what='export', vdi=vdi_uuid,
                                     xapi_code=type(exc).__name__,
                                     detail=_redact(str(exc)))
+
+
+class _SessionExpired(Exception):
+    pass
 
 
 def _redact(text):

@@ -35,6 +35,11 @@ def is_instance(record):
             and bool(record['other_config'].get(NOVA_UUID)))
 
 
+def _ours(record, instance):
+    return is_instance(record) and \
+        record['other_config'][NOVA_UUID] == instance.uuid
+
+
 def find(xapi, instance):
     """The instance's VM ref, or None."""
     for ref in xapi.call('VM.get_by_name_label', instance.uuid):
@@ -44,8 +49,11 @@ def find(xapi, instance):
             if xsession.error_code(exc) == 'HANDLE_INVALID':
                 continue  # destroyed meanwhile
             raise
-        if is_instance(record) and \
-                record['other_config'][NOVA_UUID] == instance.uuid:
+        if _ours(record, instance):
+            return ref
+    # Renamed in XenCenter: other_config still says whose it is.
+    for ref, record in xapi.call('VM.get_all_records').items():
+        if _ours(record, instance):
             return ref
     return None
 

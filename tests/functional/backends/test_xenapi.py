@@ -20,6 +20,7 @@ import pytest
 from nova_xhv.backends.xenapi import backend as xen_backend
 from nova_xhv.backends.xenapi import session as xsession
 from nova_xhv.backends.xenapi import vm as vmops
+from tests.fixtures import disks
 from tests.fixtures import vcsim as vcsim_fixture
 from tests.fixtures import xapi
 from tests.functional.backends import conformance
@@ -172,6 +173,33 @@ def test_session_invalid_logs_in_again(bed, sim):
     assert bed.backend.list_instances() == []
     assert bed.backend.xapi._session.handle != old
     bed.admin = sim.session()  # the test's own session expired too
+
+
+def test_transfers_log_in_again_after_session_invalid(bed, sim, tmp_path):
+    x = bed.admin.xenapi
+    vdi = x.VDI.create({'name_label': 'xhv-relogin', 'SR': bed.backend._sr,
+                        'virtual_size': str(4 * disks.MiB), 'type': 'user',
+                        'sharable': False, 'read_only': False,
+                        'other_config': {}})
+    uuid = x.VDI.get_uuid(vdi)
+    data = str(tmp_path / 'data.raw')
+    disks.make_raw_disk(data, 4 * disks.MiB)
+    old = bed.backend.xapi._session.handle
+    sim.expire_sessions()
+    nova_base.wait_for(
+        lambda: _rpc(sim, 'VM.get_all', old)['Status'] == 'Failure', 10,
+        what='the simulator to expire sessions')
+    bed.backend.xapi.import_vdi(vdi, uuid, data, 'raw')
+    assert disks.sha256_file(sim.vdi_file(uuid)) == disks.sha256_file(data)
+    sim.expire_sessions()
+    nova_base.wait_for(
+        lambda: _rpc(sim, 'VM.get_all', bed.backend.xapi._session.handle)[
+            'Status'] == 'Failure', 10, what='the sessions to expire again')
+    back = str(tmp_path / 'back.raw')
+    bed.backend.xapi.export_vdi(vdi, uuid, back, 'raw')
+    assert disks.sha256_file(back) == disks.sha256_file(data)
+    bed.admin = sim.session()
+    bed.admin.xenapi.VDI.destroy(vdi)
 
 
 def test_logout_at_shutdown(make_backend, sim):

@@ -266,7 +266,7 @@ def test_malformed_requests_get_clean_answers(session, sim):
              b'\0' * 4096, None, 400),
             # Bigger than the VDI: refused before a byte is read.
             ('PUT', '/import_raw_vdi?%s' % good, b'x',
-             {'Content-Length': str(9 * MiB)}, 413),
+             {'Content-Length': str(100 * MiB)}, 413),
             ('PUT', '/import_raw_vdi?%s' % good, b'zz\r\n',
              {'Transfer-Encoding': 'chunked'}, 400),
             ('GET', '/export_raw_vdi?%s&format=vhd%%' % good, None, None,

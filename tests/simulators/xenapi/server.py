@@ -44,6 +44,7 @@ import xmlrpc.client
 from tests.simulators.xenapi import model
 
 MAX_RPC_BODY = 8 << 20
+MAX_DRAIN = 64 << 20  # bigger refused bodies: the connection closes
 CHUNK = 1 << 20
 QEMU_IMG_TIMEOUT = 600
 
@@ -92,15 +93,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _guard(self, work):
+        self._body_started = False
         try:
             work()
         except _Refused as refused:
+            self._drain()
             self._reply(refused.status, str(refused) + '\n')
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception:  # a simulator bug: still a clean answer
             sys.stderr.write(traceback.format_exc())
             self._reply(500, 'internal error\n')
+
+    def _drain(self):
+        """Read a small unread body, so the client sees the answer."""
+        if self._body_started or self.command not in ('PUT', 'POST'):
+            return
+        try:
+            length = int(self.headers.get('Content-Length', ''))
+        except ValueError:
+            return
+        if 0 < length <= MAX_DRAIN:
+            self.rfile.read(length)
 
     def _refuse_method(self):
         self._guard(lambda: self._reply(405, 'method not allowed\n'))
@@ -126,6 +140,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _body_chunks(self, length, limit):
         """Yield the request body, plain or chunked, at most ``limit``."""
+        self._body_started = True
         if length is not None:
             left = length
             while left:

@@ -78,6 +78,9 @@ class XenBed(conformance.TestBed):
         self.backend = backend
         self.sim = sim
         self.admin = sim.session()
+        # The xapi network the bed's physical network maps to (network
+        # contract: the switch of XHV-bound families).
+        self.switch = xapi.SECOND_NETWORK
 
     def new_instance(self):
         return make_instance()

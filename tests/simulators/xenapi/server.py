@@ -28,6 +28,7 @@ gets a 4xx (or a xapi failure in the envelope), never a traceback.
 import http.server
 import json
 import os
+import select
 import signal
 import socketserver
 import ssl
@@ -425,7 +426,13 @@ def main():
                       'port': server.server_address[1], 'srs': srs,
                       'networks': networks}), flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    sys.stdin.read()  # until the test closes our stdin (or dies)
+    # Until the test closes our stdin (or dies).  Short waits, not one
+    # blocking read: a signal that lands on another thread runs its
+    # handler only when this thread runs Python code again.
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], 0.1)
+        if ready and not sys.stdin.buffer.read1(4096):
+            break
     server.shutdown()
 
 

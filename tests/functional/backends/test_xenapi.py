@@ -244,6 +244,23 @@ def test_soft_reboot_and_clean_power_off(bed, tmp_path):
         bed.destroy(instance)
 
 
+def test_clean_operations_fall_back_to_hard_ones(bed, tmp_path, sim):
+    # An HVM guest without PV drivers cannot shut down or reboot cleanly.
+    backend = bed.backend
+    instance = _guest(bed, tmp_path)
+    refused = ['VM_MISSING_PV_DRIVERS', 'OpaqueRef:x']
+    sim.inject(calls={'VM.clean_reboot': refused,
+                      'VM.clean_shutdown': refused})
+    try:
+        backend.reboot(None, instance, [], 'SOFT')
+        assert backend.get_info(instance).state == power_state.RUNNING
+        backend.power_off(instance, timeout=10)
+        assert backend.get_info(instance).state == power_state.SHUTDOWN
+    finally:
+        sim.inject()
+        bed.destroy(instance)
+
+
 # -- ports -------------------------------------------------------------------
 
 def _vif(mac, port_id=None):

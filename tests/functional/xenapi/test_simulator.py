@@ -112,7 +112,8 @@ def test_sdk_login_failures_and_unknown_calls(sim, session):
             (x.VM.get_all, ('extra',), 'MESSAGE_PARAMETER_COUNT_MISMATCH'),
             (x.VM.get_by_uuid, ('no-such-uuid',), 'UUID_INVALID'),
             (x.VM.set_power_state, ('x', 'Running'),
-             'MESSAGE_METHOD_UNKNOWN')):  # read-only field
+             'MESSAGE_METHOD_UNKNOWN'),  # read-only field
+            (x.session.get_all_records, (), 'MESSAGE_METHOD_UNKNOWN')):
         with pytest.raises(XenAPI.Failure) as caught:
             call(*args)
         assert caught.value.details[0] == code, call
@@ -283,3 +284,44 @@ def test_malformed_requests_get_clean_answers(session, sim):
     assert disks.sha256_file(sim.vdi_file(uuid)) == before
     assert 'Traceback' not in sim.log_tail()
     x.VDI.destroy(vdi)
+
+
+def test_any_call_with_any_arguments_gets_an_envelope():
+    # Every class, the calls XHV makes and more, every arity up to 4, with
+    # values of every wire type (and real refs): a xapi answer each time,
+    # never INTERNAL_ERROR, never a traceback.  Its own simulator (plain
+    # HTTP, for speed): this destroys what it finds.
+    import itertools
+    import random
+
+    from tests.simulators.xenapi import model
+
+    server = xapi.XapiSimulator(tls=False).start()
+    try:
+        proxy = xmlrpc.client.ServerProxy(server.url)
+        handle = proxy.session.login_with_password(
+            server.username, server.password, '2.21', 'fuzz')['Value']
+        refs = [r for cls in ('VM', 'VDI', 'SR', 'network', 'host')
+                for r in getattr(proxy, cls).get_all(handle)['Value'][:2]]
+        values = [0, -1, True, '', 'x', str(2 ** 70), {}, {'a': 'b'},
+                  {'a': 1}, [], ['x'], 1.5, 'OpaqueRef:NULL'] + refs
+        ops = ('get_record', 'get_by_uuid', 'get_by_name_label', 'create',
+               'destroy', 'clone', 'start', 'hard_shutdown', 'clean_reboot',
+               'set_memory_limits', 'set_VCPUs_max', 'set_other_config',
+               'add_to_other_config', 'remove_from_other_config',
+               'snapshot', 'get_VBDs', 'set_name_label', 'get_virtual_size')
+        rng = random.Random(22)
+        seen = set()
+        for cls, op, arity in itertools.product(
+                [c for c in model.CLASSES if c != 'session'], ops, range(5)):
+            params = [handle] + [rng.choice(values) for _ in range(arity)]
+            answer = getattr(getattr(proxy, cls), op)(*params)
+            assert answer['Status'] in ('Success', 'Failure'), answer
+            if answer['Status'] == 'Failure':
+                seen.add(answer['ErrorDescription'][0])
+        assert 'INTERNAL_ERROR' not in seen
+        assert {'HANDLE_INVALID', 'MESSAGE_PARAMETER_COUNT_MISMATCH',
+                'MESSAGE_METHOD_UNKNOWN'} <= seen
+        assert 'Traceback' not in server.log_tail(100000)
+    finally:
+        server.stop()

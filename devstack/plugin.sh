@@ -32,6 +32,14 @@ function xhv_check_settings {
     if ! grep -Eq "^ +$XHV_BACKEND = nova_xhv\.backends" "$XHV_DIR/setup.cfg"; then
         die $LINENO "XHV_BACKEND=$XHV_BACKEND: $XHV_DIR has no such backend yet"
     fi
+    if [[ "$XHV_BACKEND" == xenapi ]]; then
+        local x
+        for x in XHV_XENAPI_URL XHV_XENAPI_PASSWORD; do
+            if [[ -z "${!x}" ]]; then
+                die $LINENO "XHV_BACKEND=xenapi needs $x in local.conf"
+            fi
+        done
+    fi
     if [[ "$XHV_BACKEND" == vmware ]]; then
         local v
         for v in XHV_VMWARE_HOST XHV_VMWARE_USERNAME XHV_VMWARE_PASSWORD \
@@ -93,6 +101,19 @@ function configure_xhv_nova_file {
         iniset "$conf" "${item%%:*}" "$(xhv_opt_key "$item")" "${item#*=}"
     done
     case "$XHV_BACKEND" in
+        xenapi)
+            iniset "$conf" xhv_xenapi url "$XHV_XENAPI_URL"
+            iniset "$conf" xhv_xenapi username "$XHV_XENAPI_USERNAME"
+            iniset "$conf" xhv_xenapi password "$XHV_XENAPI_PASSWORD"
+            iniset "$conf" xhv_xenapi insecure "$XHV_XENAPI_INSECURE"
+            local xopt
+            for xopt in ca_file sr network_map default_network; do
+                local xvar="XHV_XENAPI_${xopt^^}"
+                if [[ -n "${!xvar}" ]]; then
+                    iniset "$conf" xhv_xenapi "$xopt" "${!xvar}"
+                fi
+            done
+            ;;
         vmware)
             iniset "$conf" xhv_vmware host "$XHV_VMWARE_HOST"
             iniset "$conf" xhv_vmware port "$XHV_VMWARE_PORT"
@@ -251,6 +272,10 @@ function unconfigure_xhv_nova_file {
         local opt
         for opt in backend devstack_previous_compute_driver exchange_secret; do
             inidelete "$conf" xhv "$opt"
+        done
+        for opt in url username password insecure ca_file sr network_map \
+                   default_network; do
+            inidelete "$conf" xhv_xenapi "$opt"
         done
         for opt in host port username password cluster_name ca_file insecure; do
             inidelete "$conf" xhv_vmware "$opt"

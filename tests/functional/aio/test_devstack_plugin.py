@@ -323,3 +323,33 @@ def test_failed_probe_leaves_libvirt_settings_alone(bed):
     assert proc.returncode == 0, proc.stderr
     assert 'found no [libvirt] setting' in proc.stdout
     assert read(bed / 'nova-cpu.conf')['libvirt'] == {'virt_type': 'kvm'}
+
+
+XENAPI = {'XHV_BACKEND': 'xenapi',
+          'XHV_XENAPI_URL': 'https://xen-master.example.org',
+          'XHV_XENAPI_PASSWORD': 'xen-s3cret',
+          'XHV_XENAPI_NETWORK_MAP': 'public:xenbr0'}
+
+
+def test_xenapi_installs_its_extra_and_writes_its_options(bed):
+    before = options(bed / 'nova.conf')
+    proc = run_phase(bed, 'stack', 'install', **XENAPI)
+    assert proc.returncode == 0, proc.stderr
+    assert 'pip_install %s[xenapi]' % TOP in calls(bed)
+    proc = run_phase(bed, 'stack', 'post-config', **XENAPI)
+    assert proc.returncode == 0, proc.stderr
+    for name in ('nova.conf', 'nova-cpu.conf'):
+        conf = read(bed / name)
+        assert conf['xhv']['backend'] == 'xenapi'
+        assert conf['xhv_xenapi'] == {
+            'url': 'https://xen-master.example.org', 'username': 'root',
+            'password': 'xen-s3cret', 'insecure': 'False',
+            'network_map': 'public:xenbr0'}
+    assert run_phase(bed, 'unstack', **XENAPI).returncode == 0
+    assert options(bed / 'nova.conf') == before
+
+
+def test_xenapi_needs_its_url_and_password(bed):
+    proc = run_phase(bed, 'stack', 'pre-install', XHV_BACKEND='xenapi')
+    assert proc.returncode != 0
+    assert 'needs XHV_XENAPI_URL' in proc.stdout + proc.stderr

@@ -16,6 +16,7 @@ from nova import exception
 from nova_xhv.backends import family
 from tests.fixtures import disks
 from tests.functional.migration import base
+from tests.functional.migration import xen_bed
 
 Bed = collections.namedtuple('Bed', 'host start make_image guest_disk')
 
@@ -26,6 +27,8 @@ FAMILY_BEDS = {
     'vmware': Bed(base.VMW, base.CrossHypervisorTestCase.start_vmware,
                   base.CrossHypervisorTestCase.make_vmware_image,
                   lambda tc, server: (tc.guest_disk_file(server), 'vmdk')),
+    'xen': Bed(xen_bed.XEN, xen_bed.start_xen, xen_bed.make_xen_image,
+               xen_bed.guest_disk),
     'fake': Bed(base.FAKE, base.CrossHypervisorTestCase.start_fake,
                 lambda tc: tc.make_image('qcow2', name='fake-guest'),
                 lambda tc, server: (tc.fake_disk(server), 'vhdx')),
@@ -86,6 +89,8 @@ class TestMoveMatrix(base.CrossHypervisorTestCase):
         # Move again, then confirm: the original is gone.
         server = self._migrate_server(server, host=dst.host)
         self._confirm_resize(server)
+        if dest == 'kvm':
+            self.wait_for_console_marker(server, disks.BOOT_MARKER)
         self.assertFalse(self._has_guest(src.host, server))
         self.assertEqual(power_state.RUNNING, self._state(dst.host, server))
         copy, copy_format = dst.guest_disk(self, server)

@@ -1,9 +1,10 @@
 """VMwareBackend: Nova's ComputeDriver calls and XHV's disk exchange for
 one vCenter cluster (or standalone ESXi host), on pyvmomi.
 
-What it does not do yet (see doc/source/vmware.rst): Neutron port mapping
-(boot with ``--nic none``), volumes, ephemeral and swap disks, resize
-within vSphere.
+Neutron ports: one NIC per port on the distributed port group the binding
+names (nova_xhv/backends/vmware/network.py, doc/source/networking.rst).
+What it does not do yet (see doc/source/vmware.rst): volumes, ephemeral
+and swap disks, resize within vSphere.
 """
 
 import dataclasses
@@ -35,6 +36,7 @@ from nova_xhv.backends.vmware import disk_storage
 from nova_xhv.backends.vmware import errors
 from nova_xhv.backends.vmware import facts as vmware_facts
 from nova_xhv.backends.vmware import inventory
+from nova_xhv.backends.vmware import network
 from nova_xhv.backends.vmware import nfc
 from nova_xhv.backends.vmware import session as vsession
 from nova_xhv.backends.vmware import vm as vmops
@@ -83,7 +85,7 @@ class VMwareBackend(base.Backend):
         self._conf = {name: getattr(conf, name) for name in (
             'cluster_name', 'datacenter', 'datastore_regex', 'vm_folder',
             'default_adapter_type', 'export_method', 'task_timeout',
-            'direct_datastore_reads',
+            'direct_datastore_reads', 'create_port_groups',
             'transfer_timeout')}
         self._staging_root = conf.staging_dir
         try:
@@ -234,13 +236,33 @@ class VMwareBackend(base.Backend):
         return hardware.InstanceInfo(state=vmops.POWER_STATES.get(state),
                                      internal_id=vm._moId)
 
-    def _check_request(self, network_info, block_device_info):
-        if network_info:
-            raise UnsupportedRequest(
-                what='attaching %d Neutron port(s): network mapping is not '
-                     'implemented; boot with --nic none' % len(network_info))
+    def _check_request(self, network_info, block_device_info,
+                       instance=None):
+        """Refuse what cannot be done before anything is created.
+
+        :returns: the placed ports (network.resolve) for _nic_spec.
+        """
         if driver.block_device_info_get_mapping(block_device_info):
             raise UnsupportedRequest(what='attaching volumes')
+        nics = self.nics(network_info)
+        return network.resolve(self._session, self._compute, nics,
+                               self._conf['create_port_groups'], instance)
+
+    @staticmethod
+    def _nic_spec(placed, model):
+        """A ConfigSpec adding the ports' NICs, or None without ports."""
+        if not placed:
+            return None
+        return vim.vm.ConfigSpec(
+            deviceChange=network.device_changes(placed, model),
+            extraConfig=network.extra_config(placed))
+
+    def plugged_ports(self, instance):
+        vm = vmops.get(self._session, self._compute, instance)
+        devices = vmops.props(self._session, vm, 'config.hardware.device',
+                              instance=instance)['config.hardware.device']
+        return [(port_id, mac)
+                for port_id, mac, _group in network.plugged(devices)]
 
     def _staging_dir(self, prefix):
         return tempfile.mkdtemp(prefix=prefix, dir=self._staging_root)
@@ -270,7 +292,7 @@ class VMwareBackend(base.Backend):
         return target, result.virtual_size
 
     def _import(self, instance, name, marker, files_and_sizes, adapter,
-                power_on, firmware='bios'):
+                power_on, firmware='bios', nic_spec=None):
         needed = sum(os.path.getsize(p) for p, _ in files_and_sizes)
         ds_name = self._pick_datastore(needed)
         disks = [('%s%s.vmdk' % (instance.uuid, '_%d' % i if i else ''),
@@ -284,6 +306,8 @@ class VMwareBackend(base.Backend):
         try:
             if marker == vmops.INSTANCE_MARKER:
                 vmops.grow_root_disk(self._session, vm, instance)
+            if nic_spec is not None:
+                vmops.reconfigure(self._session, vm, nic_spec, instance)
             if power_on:
                 vmops.power_on(self._session, vm, instance)
         except Exception:
@@ -294,10 +318,12 @@ class VMwareBackend(base.Backend):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        self._check_request(network_info, block_device_info)
         if vmops.find(self._session, self._compute, instance) is not None:
             raise exception.InstanceExists(name=instance.uuid)
         firmware = vmops.firmware(image_meta)
+        placed = self._check_request(network_info, block_device_info,
+                                     instance)
+        nic_spec = self._nic_spec(placed, network.nic_model(image_meta))
         workdir = self._staging_dir('spawn-%s-' % instance.uuid)
         try:
             image = os.path.join(workdir, 'image')
@@ -312,7 +338,8 @@ class VMwareBackend(base.Backend):
             adapter = vmops.adapter_type(image_meta,
                                          self._conf['default_adapter_type'])
             self._import(instance, instance.uuid, vmops.INSTANCE_MARKER,
-                         [(disk, size)], adapter, power_on, firmware)
+                         [(disk, size)], adapter, power_on, firmware,
+                         nic_spec)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -493,10 +520,13 @@ class VMwareBackend(base.Backend):
     def spawn_from_disks(self, context, instance, disks, network_info,
                          image_meta, block_device_info=None, hardware=None,
                          power_on=True):
-        self._check_request(network_info, block_device_info)
         vm = self._staged_vm(disks)
         if vm is None:
             raise exception.InstanceNotFound(instance_id=instance.uuid)
+        placed = self._check_request(network_info, block_device_info,
+                                     instance)
+        nic_spec = self._nic_spec(placed,
+                                  network.nic_model(image_meta, hardware))
         spec = vim.vm.ConfigSpec(
             name=instance.uuid, instanceUuid=instance.uuid,
             numCPUs=instance.flavor.vcpus,
@@ -508,6 +538,9 @@ class VMwareBackend(base.Backend):
             # The mapped firmware (bios/efi) from the server's image
             # properties: staged VMs are made as BIOS.
             spec.firmware = vmops.firmware(image_meta)
+        if nic_spec is not None:
+            spec.deviceChange = nic_spec.deviceChange
+            spec.extraConfig = nic_spec.extraConfig
         vmops.reconfigure(self._session, vm, spec, instance)
         vmops.grow_root_disk(self._session, vm, instance)
         if power_on:

@@ -164,9 +164,7 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
         Raises VifRefused (see module doc) for the first VIF this family
         cannot plug.
         """
-        facts = self.facts.network if self.facts is not None else None
-        return [_check_vif(self.family, facts, vif)
-                for vif in (network_info or [])]
+        return check_vifs(self.facts, network_info)
 
     def plugged_ports(self, instance):
         """[(Neutron port id or None, MAC)] of the guest's NICs, in order."""
@@ -290,6 +288,17 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
             self.discard_staged_disks(context, instance, staged)
             raise
         return staged
+
+
+def check_vifs(family_facts, network_info):
+    """``Backend.nics`` for the family ``family_facts`` describes.
+
+    Also what a move checks against the destination's bindings before the
+    source powers anything off.
+    """
+    facts = family_facts.network if family_facts is not None else None
+    name = family_facts.name if family_facts is not None else None
+    return [_check_vif(name, facts, vif) for vif in (network_info or [])]
 
 
 def _check_vif(family_name, facts, vif):

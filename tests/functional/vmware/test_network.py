@@ -137,12 +137,13 @@ def test_a_port_it_cannot_place_is_refused_and_leaves_no_vm(
 
 
 def test_a_port_neutron_did_not_bind_is_refused_by_spawn(
-        make_backend, guest_disk):
+        make_backend, admin_si):
     backend = make_backend()
     vif = dict(_vif('x'), type='binding_failed')
+    instance = make_instance()
     with pytest.raises(base.VifRefused, match='did not bind'):
-        backend.spawn(None, make_instance(), None, [], None, {}, [vif])
-    assert backend.list_instance_uuids() == []
+        backend.spawn(None, instance, None, [], None, {}, [vif])
+    assert _no_vm(admin_si, instance)
 
 
 def test_power_cycle_keeps_the_nics(make_backend, guest_disk):

@@ -141,11 +141,18 @@ class TestPortsFollowTheMove(base.CrossHypervisorTestCase):
     def _driver(self, host):
         return self.computes[host].manager.driver
 
-    def _boot(self, host, image_id):
+    def _ports(self, server):
+        return sorted((self.neutron.show_port(p['id'])['port']
+                       for p in self.neutron._ports.values()
+                       if p['device_id'] == server['id']),
+                      key=lambda p: p['id'])
+
+    def _boot(self, host, image_id, nics=1):
         flavor = self._create_flavor(memory_mb=256, vcpu=1, disk=1,
                                      ephemeral=0)
         server = self._create_server(image_uuid=image_id, flavor_id=flavor,
-                                     networks=[{'uuid': NETWORK}], host=host)
+                                     networks=[{'uuid': NETWORK}] * nics,
+                                     host=host)
         # In this harness the instance's network info cache stays empty
         # after the boot (the port is bound and plugged); Nova builds a
         # move's network_info from that cache, so fill it the way Nova's
@@ -155,7 +162,7 @@ class TestPortsFollowTheMove(base.CrossHypervisorTestCase):
             ctxt, server['id'], expected_attrs=['info_cache'])
         nw_info = neutron_api.API().get_instance_nw_info(
             ctxt, instance, force_refresh=True)
-        self.assertEqual(1, len(nw_info))
+        self.assertEqual(nics, len(nw_info))
         return self._wait_for_server_parameter(
             server, {'status': 'ACTIVE'})
 
@@ -236,3 +243,30 @@ class TestPortsFollowTheMove(base.CrossHypervisorTestCase):
                          self._port(server)['mac_address'])
         self.assertEqual([base.VMW], sorted(
             self.neutron._port_bindings[port['id']]))
+
+    def test_several_ports_keep_their_macs_both_ways(self):
+        image_id, _raw = self.make_vmware_image()
+        server = self._boot(base.VMW, image_id, nics=2)
+        before = self._ports(server)
+        self.assertEqual(2, len(before))
+        wanted = sorted((p['id'], p['mac_address']) for p in before)
+        self.assertEqual(wanted, sorted(
+            nic[:2] for nic in self._vsphere_nics(server)))
+
+        server = self._migrate_server(server, host=base.FAKE)
+        fake = self._driver(base.FAKE).backend
+        self.assertEqual(wanted,
+                         sorted(fake.plugged_ports(self.instance(server))))
+        self.assertEqual({(base.FAKE, 'other')}, {
+            (p['binding:host_id'], p['binding:vif_type'])
+            for p in self._ports(server)})
+        self._confirm_resize(server)
+
+        server = self._migrate_server(server, host=base.VMW)
+        self.assertEqual(wanted, sorted(
+            nic[:2] for nic in self._vsphere_nics(server)))
+        self.assertEqual({(base.VMW, 'dvs')}, {
+            (p['binding:host_id'], p['binding:vif_type'])
+            for p in self._ports(server)})
+        self._confirm_resize(server)
+        self._delete_server(server)

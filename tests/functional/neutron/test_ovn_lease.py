@@ -130,12 +130,10 @@ def test_a_kvm_guest_gets_the_lease_of_its_port_and_keeps_it_on_a_new_tap(
     neutron.request('POST', '/v2.0/subnets', {'subnet': {
         'network_id': net['id'], 'ip_version': 4,
         'cidr': '10.31.0.0/24'}})
-    # Without port security: in this userspace bed OVN drops the DHCP
-    # discover of a port with Neutron's default security group (the
-    # datapath flow says drop before conntrack); not investigated yet
-    # (doc/source/networking.rst, "Test beds").
-    port = neutron.port(net['id'], KVM_HOST, device_owner='compute:nova',
-                        port_security_enabled=False, security_groups=[])
+    # Port security on, Neutron's default security group: OVN enforces
+    # it (conntrack in the userspace datapath) and DHCP passes.
+    port = neutron.port(net['id'], KVM_HOST, device_owner='compute:nova')
+    assert port['port_security_enabled'] and port['security_groups']
     assert (port['binding:vif_type'], port['binding:host_id']) == \
         ('ovs', KVM_HOST)
     mac, ip = port['mac_address'], port['fixed_ips'][0]['ip_address']
@@ -155,7 +153,9 @@ def test_a_kvm_guest_gets_the_lease_of_its_port_and_keeps_it_on_a_new_tap(
 def test_ovn_leaves_vsphere_hosts_to_xhv(cloud):
     _bed, neutron = cloud
     try:
-        net, _subnet = neutron.network('flat-net', cidr='10.32.0.0/24')
+        net, _subnet = neutron.network('vlan-net', network_type='vlan',
+                                       segmentation_id=150,
+                                       cidr='10.32.0.0/24')
         port = neutron.port(net['id'], VC_HOST, device_owner='compute:nova')
     except neutron_fixture.NeutronError:
         print(neutron.log_tail(6000))
@@ -163,4 +163,4 @@ def test_ovn_leaves_vsphere_hosts_to_xhv(cloud):
     assert port['binding:vif_type'] == 'dvs'
     assert port['binding:vif_details']['bound_drivers'] == {'0': 'xhv'}
     assert port['binding:vif_details']['dvs_port_group_name'] == \
-        'xhv-public'
+        'xhv-public-150'

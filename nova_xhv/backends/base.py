@@ -93,14 +93,15 @@ finish_migration and whatever else creates or rebuilds a guest):
   where the backend's options allow it; a port group with another VLAN
   is refused, never reused;
 * ``plugged_ports(instance)`` tells what the hypervisor holds:
-  [(port id or None, MAC)] in NIC order (the conformance suite and
-  xhv-status read it);
+  [(port id or None, MAC)] in NIC order (the conformance suite reads
+  it);
 * moves: a backend carries no NIC through ``export_disks``; Nova rebinds
   the ports to the destination host (``migrate_instance_finish``) and the
   destination plugs them from the network_info ``finish_migration``
   gets, so the port, its MAC and its fixed IPs stay the same.  XHV's move
   checks before power-off that Neutron can bind every port on the
-  destination host, and a revert rebinds them to the source.
+  destination host (nova_xhv/migration/ports.py, with ``check_vifs``);
+  Nova's revert rebinds them to the source.
 """
 
 import abc

@@ -109,17 +109,8 @@ class XHVBindingNeutron(object):
         return {'binding': copy.deepcopy(binding)}
 
 
-class TestPortsFollowTheMove(base.CrossHypervisorTestCase):
-
-    uses_kvm = False  # vcsim and the fake family only
-
-    def setUp(self):
-        super().setUp()
-        self.binding = XHVBindingNeutron(self.neutron)
-        # Port groups are named by the binding; vcsim has none of them.
-        self.flags(group='xhv_vmware', create_port_groups=True)
-        self.start_vmware()
-        self.start_fake()
+class PortChecks(object):
+    """Helpers of the tests with ports (mixed into a harness case)."""
 
     def _port(self, server):
         ports = [p for p in self.neutron._ports.values()
@@ -187,6 +178,19 @@ class TestPortsFollowTheMove(base.CrossHypervisorTestCase):
         fake = self._driver(base.FAKE).backend
         self.assertEqual([(port['id'], port['mac_address'])],
                          fake.plugged_ports(self.instance(server)))
+
+
+class TestPortsFollowTheMove(PortChecks, base.CrossHypervisorTestCase):
+
+    uses_kvm = False  # vcsim and the fake family only
+
+    def setUp(self):
+        super().setUp()
+        self.binding = XHVBindingNeutron(self.neutron)
+        # Port groups are named by the binding; vcsim has none of them.
+        self.flags(group='xhv_vmware', create_port_groups=True)
+        self.start_vmware()
+        self.start_fake()
 
     def test_vsphere_to_fake_keeps_the_port_and_revert_rebinds_the_source(
             self):

@@ -65,7 +65,8 @@ def _kvm_runs_linux(disk):
             os.unlink(log)
 
 
-class TestVsphereToKVMKeepsTheLease(base.CrossHypervisorTestCase):
+class TestVsphereToKVMKeepsTheLease(test_ports.PortChecks,
+                                    base.CrossHypervisorTestCase):
 
     def set_up_backend(self):
         super().set_up_backend()
@@ -77,6 +78,10 @@ class TestVsphereToKVMKeepsTheLease(base.CrossHypervisorTestCase):
         # os-vif builds its OVS plugin (and its ovsdb connection) once per
         # process: a fresh one, registered now, talks to this bed's OVS.
         self.useFixture(fixtures.MonkeyPatch('os_vif._EXT_MANAGER', None))
+        # ovsdbapp keeps the first connection on the class, for ever.
+        self.useFixture(fixtures.MonkeyPatch(
+            'vif_plug_ovs.ovsdb.impl_idl.NeutronOvsdbIdl._ovsdb_connection',
+            None))
         nova_conf.CONF.register_opts(vif_ovs.OvsPlugin.CONFIG_OPTS,
                                      group='os_vif_ovs')
         self.flags(group='os_vif_ovs',
@@ -121,13 +126,13 @@ class TestVsphereToKVMKeepsTheLease(base.CrossHypervisorTestCase):
         image_id, _raw = self.make_vmware_image(
             name='linux-guest',
             make_disk=lambda raw: shutil.copyfile(self.guest_disk, raw))
-        server = test_ports.TestPortsFollowTheMove._boot(
-            self, base.VMW, image_id)
-        port, = test_ports.TestPortsFollowTheMove._ports(self, server)
+        server = self._boot(
+            base.VMW, image_id)
+        port, = self._ports(server)
         ip = self._ovn_port(port)
 
         server = self._migrate_server(server, host=base.KVM)
-        moved, = test_ports.TestPortsFollowTheMove._ports(self, server)
+        moved, = self._ports(server)
         self.assertEqual((port['id'], port['mac_address'], base.KVM, 'ovs'),
                          (moved['id'], moved['mac_address'],
                           moved['binding:host_id'],
@@ -142,7 +147,34 @@ class TestVsphereToKVMKeepsTheLease(base.CrossHypervisorTestCase):
         self._revert_resize(server)
         server = self._wait_for_state_change(server, 'ACTIVE')
         self.assertEqual(base.VMW, server['OS-EXT-SRV-ATTR:host'])
-        back, = test_ports.TestPortsFollowTheMove._ports(self, server)
+        back, = self._ports(server)
         self.assertEqual((base.VMW, 'dvs'), (back['binding:host_id'],
                                              back['binding:vif_type']))
+        self._delete_server(server)
+
+    def test_kvm_to_vsphere_plugs_the_same_mac_on_the_segment_port_group(
+            self):
+        image_id, _raw = self.make_kvm_image(
+            name='linux-guest-kvm',
+            make_disk=lambda raw: shutil.copyfile(self.guest_disk, raw))
+        server = self._boot(
+            base.KVM, image_id)
+        port, = self._ports(server)
+        self.assertEqual((base.KVM, 'ovs'), (port['binding:host_id'],
+                                             port['binding:vif_type']))
+        kvm = self.computes[base.KVM].manager.driver.backend
+        self.assertEqual([port['mac_address']], [
+            mac for _id, mac in kvm.plugged_ports(self.instance(server))])
+
+        server = self._migrate_server(server, host=base.VMW)
+        self._assert_on_vsphere(server, self._ports(server)[0])
+
+        self._revert_resize(server)
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual(base.KVM, server['OS-EXT-SRV-ATTR:host'])
+        back, = self._ports(server)
+        self.assertEqual((base.KVM, 'ovs'), (back['binding:host_id'],
+                                             back['binding:vif_type']))
+        self.assertEqual([port['mac_address']], [
+            mac for _id, mac in kvm.plugged_ports(self.instance(server))])
         self._delete_server(server)

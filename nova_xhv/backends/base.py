@@ -100,13 +100,84 @@ every backend:
 * ``spawn_from_disks`` that raises leaves the staged disks for
   ``discard_staged_disks`` (the caller discards them);
 * nothing of the exchange ever changes the instance's original disks.
+
+The network contract (doc/source/networking.rst).  A family declares what
+it consumes of Neutron in ``facts.network`` (nova_xhv.backends.family.
+Network): the ``vif_types`` its backend plugs, the segment types
+(``flat``, ``vlan`` ...) its hosts attach to, and who binds its hosts --
+XHV's ML2 mechanism driver (``mechanism_drivers = ovn,xhv``; package
+``neutron_xhv``) or another one (OVN/openvswitch for KVM).  XHV's driver
+learns a host's family and its physical-network mappings from
+neutron-server's configuration (``[ml2_xhv] host_families``,
+``physical_network_mappings``), reads the family's facts, and binds with
+``facts.network.vif_types[0]`` and these vif_details: ``xhv_family``,
+``network_type``, ``physical_network``, ``segmentation_id`` (None when
+flat), ``facts.network.switch_detail`` (the mapped switch) and
+``facts.network.port_group_detail`` (the port group it names for the
+segment).  It never lists families itself; a host it is configured for
+but cannot bind (no mapping for the segment's physical network, a segment
+type the family does not take, a family not installed) gets a binding
+failure with the reason in neutron-server's log.
+
+What a backend does with ``network_info`` (spawn, spawn_from_disks,
+finish_migration and whatever else creates or rebuilds a guest):
+
+* first ``self.nics(network_info)``: it checks every VIF and raises
+  ``VifRefused`` naming the port and why (Neutron did not bind it to this
+  host, a vif_type not in ``facts.network.vif_types``, a MAC that is not
+  one, a switch or port group name that is not a plain name, a segment
+  the family does not take), before anything is created: a refused
+  request leaves nothing behind;
+* one NIC per VIF, in network_info's order; the NIC's MAC is the port's
+  MAC (set as a static/manual address, never generated), the NIC is tied
+  to the port id where the hypervisor keeps one (vSphere ``externalId``,
+  OVS ``iface-id``), the NIC model comes from the hardware choice
+  (``facts.hardware_names['nic_model']``);
+* families XHV binds: the NIC goes on the port group named by the
+  binding, on the mapped switch, found, or created with the segment's VLAN
+  where the backend's options allow it; a port group with another VLAN
+  is refused, never reused;
+* ``plugged_ports(instance)`` tells what the hypervisor holds:
+  [(port id or None, MAC)] in NIC order (the conformance suite reads
+  it);
+* moves: a backend carries no NIC through ``export_disks``; Nova rebinds
+  the ports to the destination host (``migrate_instance_finish``) and the
+  destination plugs them from the network_info ``finish_migration``
+  gets, so the port, its MAC and its fixed IPs stay the same.  XHV's move
+  checks before power-off that Neutron can bind every port on the
+  destination host (nova_xhv/migration/ports.py, with ``check_vifs``);
+  Nova's revert rebinds them to the source.
 """
 
 import abc
+import collections
+import re
 
+from nova import exception
 from nova.virt import driver
 
+from nova_xhv.backends import family as families
 from nova_xhv import disk as xhv_disk
+
+_MAC = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
+_SWITCH_NAME = re.compile(families.SWITCH_NAME_PATTERN)
+# vif_types Neutron reports when nothing bound the port to the host.
+_UNBOUND = ('binding_failed', 'unbound')
+
+
+class VifRefused(exception.NovaException):
+    msg_fmt = ('The %(family)s backend cannot plug Neutron port '
+               '%(port_id)s: %(reason)s')
+    code = 400
+
+
+#: One NIC to plug, checked (``Backend.nics``): ``port_id``, ``mac``
+#: (lower case), ``vif_type``; for families XHV binds also ``switch``,
+#: ``port_group``, ``network_type``, ``physical_network`` and
+#: ``segmentation_id`` (int, None when flat), else None.
+Nic = collections.namedtuple('Nic', [
+    'port_id', 'mac', 'vif_type', 'switch', 'port_group', 'network_type',
+    'physical_network', 'segmentation_id'])
 
 
 class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
@@ -132,6 +203,18 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
             cls.family = cls.facts.name
             cls.native_format = cls.facts.native_format
             cls.native_subformat = cls.facts.native_subformat
+
+    def nics(self, network_info):
+        """Check every VIF of ``network_info``; the Nics to plug, in order.
+
+        Raises VifRefused (see module doc) for the first VIF this family
+        cannot plug.
+        """
+        return check_vifs(self.facts, network_info)
+
+    def plugged_ports(self, instance):
+        """[(Neutron port id or None, MAC)] of the guest's NICs, in order."""
+        raise NotImplementedError()
 
     @abc.abstractmethod
     def export_disks(self, context, instance, block_device_info=None):
@@ -278,3 +361,60 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
             self.discard_staged_disks(context, instance, staged)
             raise
         return staged
+
+
+def check_vifs(family_facts, network_info):
+    """``Backend.nics`` for the family ``family_facts`` describes.
+
+    Also what a move checks against the destination's bindings before the
+    source powers anything off.
+    """
+    facts = family_facts.network if family_facts is not None else None
+    name = family_facts.name if family_facts is not None else None
+    return [_check_vif(name, facts, vif) for vif in (network_info or [])]
+
+
+def _check_vif(family_name, facts, vif):
+    port_id = vif.get('id')
+
+    def refuse(reason):
+        raise VifRefused(family=family_name, port_id=port_id, reason=reason)
+
+    vif_type = vif.get('type')
+    if facts is None:
+        refuse('the family declares no network facts')
+    if vif_type in _UNBOUND or not vif_type:
+        refuse('Neutron did not bind it to this host (vif_type %s): see '
+               'neutron-server\'s log and doc/source/networking.rst'
+               % (vif_type or 'missing'))
+    if vif_type not in facts.vif_types:
+        refuse('vif_type %r is not one this family plugs (%s)'
+               % (vif_type, ', '.join(facts.vif_types)))
+    mac = str(vif.get('address') or '').lower()
+    if not _MAC.match(mac):
+        refuse('%r is not a MAC address' % vif.get('address'))
+    if not facts.bound_by_xhv:
+        return Nic(port_id, mac, vif_type, None, None, None, None, None)
+    details = vif.get('details') or {}
+    names = []
+    for key in (facts.switch_detail, facts.port_group_detail):
+        name = details.get(key)
+        if not isinstance(name, str) or not _SWITCH_NAME.match(name):
+            refuse('binding detail %s=%r is not a plain name (%s)'
+                   % (key, name, families.SWITCH_NAME_PATTERN))
+        names.append(name)
+    network_type = details.get(families.DETAIL_NETWORK_TYPE)
+    if network_type not in facts.segment_types:
+        refuse('segment type %r is not one this family takes (%s)'
+               % (network_type, ', '.join(facts.segment_types)))
+    segmentation_id = details.get(families.DETAIL_SEGMENTATION_ID)
+    if network_type == 'vlan':
+        if (isinstance(segmentation_id, bool)
+                or not isinstance(segmentation_id, int)
+                or not 1 <= segmentation_id <= 4094):
+            refuse('VLAN id %r is not one of 1-4094' % (segmentation_id,))
+    else:
+        segmentation_id = None
+    return Nic(port_id, mac, vif_type, names[0], names[1], network_type,
+               details.get(families.DETAIL_PHYSICAL_NETWORK),
+               segmentation_id)

@@ -21,6 +21,13 @@ disk_bus       paravirtual, scsi, sata, ide
 nic_model      paravirtual, e1000
 firmware       bios, uefi
 =============  =============================================================
+
+Networking (``Family.network``, a ``Network``): which Neutron port
+bindings the family's backend consumes, which segment types its hosts
+attach to, and who binds its hosts -- XHV's ML2 mechanism driver
+(``neutron_xhv``, entry point ``xhv``) or another mechanism driver (OVN,
+openvswitch).  The contract around it is in nova_xhv/backends/base.py
+and doc/source/networking.rst.
 """
 
 import dataclasses
@@ -55,10 +62,75 @@ CONNECTOR_FAMILY_KEY = 'xhv_family'
 # Volume types whose data are a file on a share every compute of a
 # family can mount: the same bytes serve any family that declares them.
 FILE_VOLUME_TYPES = ('nfs', 'local', 'smbfs', 'gpfs', 'quobyte')
+# Neutron segment types (network_type) a family may declare.
+SEGMENT_TYPES = ('flat', 'vlan', 'geneve', 'vxlan')
+# Who binds a family's hosts: XHV's own ML2 mechanism driver ...
+BOUND_BY_XHV = 'xhv'
+# ... or these (Neutron's own) mechanism drivers.
+OTHER_MECHANISM_DRIVERS = ('ovn', 'openvswitch')
+
+# vif_details keys XHV's ML2 driver sets on every binding it makes, whatever
+# the family (Neutron's own names where it has one).
+DETAIL_FAMILY = 'xhv_family'
+DETAIL_NETWORK_TYPE = 'network_type'
+DETAIL_PHYSICAL_NETWORK = 'physical_network'
+DETAIL_SEGMENTATION_ID = 'segmentation_id'
+# A name a port group / vSwitch / network of a hypervisor may carry: made
+# by the ML2 driver from operator and Neutron input, checked again by the
+# backend before it reaches the hypervisor.
+SWITCH_NAME_PATTERN = r'^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$'
 
 
 class UnknownFamily(LookupError):
     """No installed backend declares this family."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """What a family consumes of Neutron's port binding (see module doc)."""
+
+    #: ``vif_type`` values its backend plugs (network_info's ``vif['type']``);
+    #: any other is refused.  For families XHV binds, the first is the one
+    #: XHV's ML2 driver binds with.
+    vif_types: typing.Tuple[str, ...]
+    #: Neutron ``network_type`` values (SEGMENT_TYPES) its hosts attach to.
+    segment_types: typing.Tuple[str, ...]
+    #: Who binds its hosts: (BOUND_BY_XHV,) or mechanism drivers of
+    #: OTHER_MECHANISM_DRIVERS, in the order an operator lists them.
+    bound_by: typing.Tuple[str, ...]
+    #: For families XHV binds: the vif_details key that carries the switch
+    #: (DVS, vSwitch, ...) the segment's physical network maps to on the
+    #: host (``[ml2_xhv] physical_network_mappings``) ...
+    switch_detail: typing.Optional[str] = None
+    #: ... and the key naming the port group / network on that switch for
+    #: the segment (the ML2 driver names it; the backend finds or creates
+    #: it, with the segment's VLAN).
+    port_group_detail: typing.Optional[str] = None
+
+    @property
+    def bound_by_xhv(self):
+        return BOUND_BY_XHV in self.bound_by
+
+    def check(self, family_name):
+        """Raise ValueError when these facts cannot work (see module doc)."""
+        problems = []
+        if not self.vif_types:
+            problems.append('no vif_types')
+        unknown = [t for t in self.segment_types if t not in SEGMENT_TYPES]
+        if not self.segment_types or unknown:
+            problems.append('segment_types %r (known: %s)'
+                            % (self.segment_types, ', '.join(SEGMENT_TYPES)))
+        known = (BOUND_BY_XHV,) + OTHER_MECHANISM_DRIVERS
+        if not self.bound_by or [b for b in self.bound_by if b not in known]:
+            problems.append('bound_by %r (known: %s)'
+                            % (self.bound_by, ', '.join(known)))
+        if self.bound_by_xhv and not (self.switch_detail
+                                      and self.port_group_detail):
+            problems.append('bound by XHV without switch_detail and '
+                            'port_group_detail')
+        if problems:
+            raise ValueError('family %s declares unusable network facts: %s'
+                             % (family_name, '; '.join(problems)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +185,13 @@ class Family:
         if accepted is None:
             return False
         return disk_format is None or disk_format in accepted
+    #: What it consumes of Neutron (a Network).  None: a family that has
+    #: not declared it yet; the conformance suite fails it.
+    network: typing.Optional[Network] = None
 
     def __post_init__(self):
+        if self.network is not None:
+            self.network.check(self.name)
         for kind in KINDS:
             names = self.hardware_names.get(kind, {})
             missing = [c for c in CLASSES[kind] if c not in names]

@@ -109,6 +109,14 @@ vmware_opts = [
                      'each disk to staging_dir first and uploads it with '
                      'its length. Tested against vcsim; turn it off for a '
                      'vSphere whose NFC service refuses chunked uploads.'),
+    cfg.BoolOpt('create_port_groups', default=False,
+                help='Create the distributed port group a Neutron binding '
+                     'names (xhv-<physical network>[-<VLAN>] on the mapped '
+                     'distributed switch) when it does not exist yet, with '
+                     'the segment\'s VLAN. False: the port group must '
+                     'exist (with that VLAN) and a port on a missing one is '
+                     'refused. A port group of that name with another VLAN '
+                     'is always refused.'),
     cfg.StrOpt('staging_dir', default='$state_path/xhv-vmware',
                help='Local directory for disks on their way in or out '
                     '(image conversion, exports).'),

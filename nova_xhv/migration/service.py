@@ -23,6 +23,7 @@ from nova_xhv.migration import destination_side
 from nova_xhv.migration import exchange
 from nova_xhv.migration import hardware
 from nova_xhv.migration import journal as move_journal
+from nova_xhv.migration import ports
 from nova_xhv.migration import source_side
 from nova_xhv.migration import volumes as move_volumes
 
@@ -202,6 +203,9 @@ class MoveService(object):
     def move_out(self, context, instance, destination, network_info,
                  block_device_info, timeout, retry_interval):
         self._require_enabled()
+        # Before anything is powered off (nova_xhv/migration/ports.py).
+        ports.check_destination_binds(context, instance, destination.host,
+                                      destination.family)
         reclaim = self._reclaimable_on(destination, instance)
         if reclaim:
             return self._hand_back(context, instance, destination, reclaim,

@@ -133,6 +133,30 @@ def test_family_facts_load_nothing_of_nova():
     assert out.strip() == '[]'
 
 
+def test_neutron_xhv_reads_only_the_families_facts():
+    # It runs inside neutron-server: no Nova, no backend code, only the
+    # light facts (nova_xhv.backends.family and the engine's format names).
+    assert _violations('neutron_xhv', ('nova', 'nova_xhv', 'cinder_xhv'),
+                       allowed=('nova_xhv.backends.family',
+                                'nova_xhv.translate.formats')) == []
+
+
+def test_the_ml2_driver_keeps_no_table_per_family():
+    family_names = {'kvm', 'vmware', 'hyperv', 'xen', 'fake', 'qemu',
+                    'dvs', 'ovs'}
+    found = []
+    for path in _python_files('neutron_xhv'):
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and \
+                    isinstance(node.value, str) and \
+                    node.value.lower() in family_names:
+                found.append('%s:%d %r' % (os.path.relpath(path, ROOT),
+                                           node.lineno, node.value))
+    assert found == []
+
+
 def test_migration_and_the_engine_keep_no_table_per_family():
     # Family names as string literals belong to the families' own
     # packages; the migration package reads them from their facts.

@@ -95,6 +95,7 @@ class FakeBackend(base.Backend, nova_fake.FakeDriver):
               block_device_info=None, power_on=True, accel_info=None):
         if self.guests.get(instance.uuid) is not None:
             raise exception.InstanceExists(name=instance.uuid)
+        nics = self.nics(network_info)
         folder = self._folder(instance.uuid)
         os.makedirs(folder, mode=0o700)
         try:
@@ -110,15 +111,18 @@ class FakeBackend(base.Backend, nova_fake.FakeDriver):
             shutil.rmtree(folder, ignore_errors=True)
             raise
         self._record(instance, ['disk-0.vhdx'],
-                     self._hardware_from_image(image_meta), power_on)
+                     self._hardware_from_image(image_meta), power_on, nics)
 
-    def _record(self, instance, disks, hardware, power_on):
+    def _record(self, instance, disks, hardware, power_on, nics):
         # Nova's instance name needs a database id; bare objects (tests)
         # go by uuid.
         name = (instance.name if instance.obj_attr_is_set('id')
                 else instance.uuid)
         self.guests.put(instance.uuid, {
             'name': name, 'disks': disks, 'hardware': hardware,
+            # What a switch would hold: port, MAC, where, VLAN.
+            'nics': [[n.port_id, n.mac, n.switch, n.port_group,
+                      n.segmentation_id] for n in nics],
             'power': guest_state.RUNNING if power_on
             else guest_state.SHUTOFF})
 
@@ -140,6 +144,10 @@ class FakeBackend(base.Backend, nova_fake.FakeDriver):
         chosen[family.FIRMWARE] = firmware if firmware in \
             family.FIRMWARE_CLASSES else 'bios'
         return FAMILY.native_hardware(chosen)
+
+    def plugged_ports(self, instance):
+        return [(nic[0], nic[1])
+                for nic in self._require(instance).get('nics', [])]
 
     def power_off(self, instance, timeout=0, retry_interval=0):
         self._require(instance)
@@ -232,6 +240,7 @@ class FakeBackend(base.Backend, nova_fake.FakeDriver):
                          power_on=True):
         if self.guests.get(instance.uuid) is not None:
             raise exception.InstanceExists(name=instance.uuid)
+        nics = self.nics(network_info)
         staged = self._folder(STAGED_PREFIX + instance.uuid)
         for disk in disks:
             if not disk.path or os.path.dirname(disk.path) != staged \
@@ -243,7 +252,7 @@ class FakeBackend(base.Backend, nova_fake.FakeDriver):
         chosen = dict(self._hardware_from_image(image_meta))
         chosen.update(hardware or {})
         self._record(instance, [os.path.basename(d.path) for d in disks],
-                     chosen, power_on)
+                     chosen, power_on, nics)
 
 
 def _remove(path):

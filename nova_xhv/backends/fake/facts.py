@@ -15,6 +15,12 @@ FAMILY = family.Family(
     spawn_formats=formats.FORMATS,
     hypervisor_types=('fake',),
     image_hv_types=('fake',),
+    # Bound by XHV's ML2 driver; the fake backend records each NIC (port
+    # id, MAC, switch, port group, VLAN) with the guest.
+    network=family.Network(
+        vif_types=('other',), segment_types=('flat', 'vlan'),
+        bound_by=(family.BOUND_BY_XHV,), switch_detail='fake_switch',
+        port_group_detail='fake_port_group'),
     hardware_names={
         family.DISK_BUS: {'paravirtual': 'fake-pv-blk',
                           'scsi': 'fake-scsi', 'sata': 'fake-ahci',

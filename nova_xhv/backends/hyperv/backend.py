@@ -365,9 +365,7 @@ class HyperVBackend(base.Backend):
         if driver.block_device_info_get_mapping(block_device_info):
             raise HyperVBackendError(reason='The XHV hyperv backend does '
                                             'not attach volumes yet.')
-        if hasattr(base.Backend, 'nics'):
-            # The network contract's own checks, where this tree has it.
-            self.nics(network_info)
+        self.nics(network_info)  # the network contract's own checks
         network.check(network_info, self._mappings)
 
     def plugged_ports(self, instance):

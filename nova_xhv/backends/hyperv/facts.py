@@ -11,16 +11,6 @@ to the controller Hyper-V has for them and keep their class in the name
 from nova_xhv.backends import family
 from nova_xhv.translate import formats
 
-# The network contract (issue 18, doc/source/networking.rst) where this
-# tree has it: bound by XHV's ML2 driver, which names the vSwitch mapped
-# from the segment's physical network; the VLAN goes on the adapter.
-NETWORK = {}
-if hasattr(family, 'Network'):
-    NETWORK['network'] = family.Network(
-        vif_types=('hyperv',), segment_types=('flat', 'vlan'),
-        bound_by=(family.BOUND_BY_XHV,), switch_detail='hyperv_vswitch',
-        port_group_detail='hyperv_port_group')
-
 FAMILY = family.Family(
     name='hyperv',
     native_format=formats.VHDX,
@@ -46,5 +36,11 @@ FAMILY = family.Family(
             'paravirtual': {'hw_vif_model': 'virtio'},
             'e1000': {'hw_vif_model': 'e1000'}},
     },
-    **NETWORK
+    # The network contract (doc/source/networking.rst): bound by XHV's ML2
+    # driver, which names the vSwitch mapped from the segment's physical
+    # network; the VLAN goes on the adapter.
+    network=family.Network(
+        vif_types=('hyperv',), segment_types=('flat', 'vlan'),
+        bound_by=(family.BOUND_BY_XHV,), switch_detail='hyperv_vswitch',
+        port_group_detail='hyperv_port_group'),
 )

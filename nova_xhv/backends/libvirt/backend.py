@@ -48,6 +48,7 @@ import re
 import shutil
 import threading
 
+from lxml import etree
 from nova import block_device
 from nova.compute import power_state
 from nova import exception
@@ -204,6 +205,31 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
         super().__init__(virtapi)
         self.stock_driver = StockLibvirtDriver(virtapi, read_only)
 
+    # -- network (the stock driver plugs through os-vif) -------------------
+
+    def spawn(self, context, instance, image_meta, injected_files,
+              admin_password, allocations, network_info=None,
+              block_device_info=None, power_on=True, accel_info=None):
+        self.nics(network_info)  # refuse before the stock driver starts
+        return self.stock_driver.spawn(
+            context, instance, image_meta, injected_files, admin_password,
+            allocations, network_info=network_info,
+            block_device_info=block_device_info, power_on=power_on,
+            accel_info=accel_info)
+
+    def plugged_ports(self, instance):
+        guest = self.stock_driver._host.get_guest(instance)
+        root = etree.fromstring(guest.get_xml_desc())
+        found = []
+        for iface in root.findall('./devices/interface'):
+            mac = iface.find('mac')
+            param = iface.find('virtualport/parameters')
+            found.append((param.get('interfaceid') if param is not None
+                          else None,
+                          (mac.get('address') or '').lower()
+                          if mac is not None else ''))
+        return found
+
     # -- export ------------------------------------------------------------
 
     def export_disks(self, context, instance, block_device_info=None):
@@ -316,6 +342,7 @@ class LibvirtBackend(_StockDriverForwarder, base.Backend):
     def spawn_from_disks(self, context, instance, disks, network_info,
                          image_meta, block_device_info=None, hardware=None,
                          power_on=True):
+        self.nics(network_info)
         for disk in disks:
             if not disk.path or not os.path.exists(disk.path):
                 _fail('Staged disk %s of instance %s is missing.'

@@ -12,6 +12,12 @@ FAMILY = family.Family(
     spawn_formats=formats.FORMATS,
     hypervisor_types=('qemu', 'kvm'),
     image_hv_types=('qemu', 'kvm'),
+    # Bound by Neutron's OVN (or openvswitch) mechanism driver: the host runs
+    # ovn-controller (or the OVS agent); Nova's libvirt driver plugs the tap
+    # into br-int through os-vif.
+    network=family.Network(
+        vif_types=('ovs',), segment_types=('flat', 'vlan', 'geneve'),
+        bound_by=('ovn', 'openvswitch')),
     hardware_names={
         family.DISK_BUS: {'paravirtual': 'virtio', 'scsi': 'scsi',
                           'sata': 'sata', 'ide': 'ide'},

@@ -1,10 +1,11 @@
 """VMwareBackend: Nova's ComputeDriver calls and XHV's disk exchange for
 one vCenter cluster (or standalone ESXi host), on pyvmomi.
 
+Neutron ports: one NIC per port on the distributed port group the binding
+names (nova_xhv/backends/vmware/network.py, doc/source/networking.rst).
 Volumes: raw NFS file volumes, attached in place (volumes.py).  What it
-does not do yet (see doc/source/vmware.rst): Neutron port mapping (boot
-with ``--nic none``), other volume types, ephemeral and swap disks, resize
-within vSphere.
+does not do yet (see doc/source/vmware.rst): other volume types,
+ephemeral and swap disks, resize within vSphere.
 """
 
 import dataclasses
@@ -36,6 +37,7 @@ from nova_xhv.backends.vmware import disk_storage
 from nova_xhv.backends.vmware import errors
 from nova_xhv.backends.vmware import facts as vmware_facts
 from nova_xhv.backends.vmware import inventory
+from nova_xhv.backends.vmware import network
 from nova_xhv.backends.vmware import nfc
 from nova_xhv.backends.vmware import session as vsession
 from nova_xhv.backends.vmware import vm as vmops
@@ -94,6 +96,7 @@ class VMwareBackend(base.Backend):
             'cluster_name', 'datacenter', 'datastore_regex', 'vm_folder',
             'default_adapter_type', 'export_method', 'task_timeout',
             'direct_datastore_reads', 'stream_uploads',
+            'create_port_groups',
             'transfer_timeout')}
         self._staging_root = conf.staging_dir
         try:
@@ -246,14 +249,33 @@ class VMwareBackend(base.Backend):
         return hardware.InstanceInfo(state=vmops.POWER_STATES.get(state),
                                      internal_id=vm._moId)
 
-    def _check_request(self, network_info, block_device_info):
-        if network_info:
-            raise UnsupportedRequest(
-                what='attaching %d Neutron port(s): network mapping is not '
-                     'implemented; boot with --nic none' % len(network_info))
+    def _check_request(self, network_info, block_device_info,
+                       instance=None):
+        """Refuse what cannot be done before anything is created.
+
+        :returns: the placed ports (network.resolve) for _nic_spec.
+        """
         for bdm in driver.block_device_info_get_mapping(block_device_info):
-            # Refused before anything is created.
             volumes.file_volume(bdm['connection_info'])
+        nics = self.nics(network_info)
+        return network.resolve(self._session, self._compute, nics,
+                               self._conf['create_port_groups'], instance)
+
+    @staticmethod
+    def _nic_spec(placed, model):
+        """A ConfigSpec adding the ports' NICs, or None without ports."""
+        if not placed:
+            return None
+        return vim.vm.ConfigSpec(
+            deviceChange=network.device_changes(placed, model),
+            extraConfig=network.extra_config(placed))
+
+    def plugged_ports(self, instance):
+        vm = vmops.get(self._session, self._compute, instance)
+        devices = vmops.props(self._session, vm, 'config.hardware.device',
+                              instance=instance)['config.hardware.device']
+        return [(port_id, mac)
+                for port_id, mac, _group in network.plugged(devices)]
 
     def _staging_dir(self, prefix):
         return tempfile.mkdtemp(prefix=prefix, dir=self._staging_root)
@@ -300,7 +322,7 @@ class VMwareBackend(base.Backend):
         return disk.size_hint
 
     def _import(self, instance, name, marker, files_and_sizes, adapter,
-                power_on, firmware='bios'):
+                power_on, firmware='bios', nic_spec=None):
         """Import a VM with these disks (vmdk files or streams)."""
         needed = sum(self._upload_size(d) for d, _ in files_and_sizes)
         ds_name = self._pick_datastore(needed)
@@ -317,6 +339,8 @@ class VMwareBackend(base.Backend):
         try:
             if marker == vmops.INSTANCE_MARKER:
                 vmops.grow_root_disk(self._session, vm, instance)
+            if nic_spec is not None:
+                vmops.reconfigure(self._session, vm, nic_spec, instance)
             if power_on:
                 vmops.power_on(self._session, vm, instance)
         except Exception:
@@ -327,13 +351,15 @@ class VMwareBackend(base.Backend):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        self._check_request(network_info, block_device_info)
         if vmops.find(self._session, self._compute, instance) is not None:
             raise exception.InstanceExists(name=instance.uuid)
         firmware = vmops.firmware(image_meta)
+        placed = self._check_request(network_info, block_device_info,
+                                     instance)
+        nic_spec = self._nic_spec(placed, network.nic_model(image_meta))
         if _root_volume(block_device_info):
             return self._spawn_from_volume(instance, block_device_info,
-                                           firmware, power_on)
+                                           firmware, power_on, nic_spec)
         workdir = self._staging_dir('spawn-%s-' % instance.uuid)
         try:
             image = os.path.join(workdir, 'image')
@@ -347,7 +373,7 @@ class VMwareBackend(base.Backend):
                 # Powered on only once its volumes are attached.
                 vm = self._import(instance, instance.uuid,
                                   vmops.INSTANCE_MARKER, [(disk, size)],
-                                  adapter, False, firmware)[0]
+                                  adapter, False, firmware, nic_spec)[0]
             except translate.TranslationError as error:
                 # A refused or unconvertible image: one line in the fault.
                 raise exception.ImageUnacceptable(image_id=image_meta.id,
@@ -362,7 +388,7 @@ class VMwareBackend(base.Backend):
             vmops.power_on(self._session, vm, instance)
 
     def _spawn_from_volume(self, instance, block_device_info, firmware,
-                           power_on):
+                           power_on, nic_spec=None):
         """A VM whose boot disk is the root volume (no image disk)."""
         ds_name = self._pick_datastore(0)
         spec = vmops.config_spec(instance.uuid, instance, ds_name,
@@ -373,6 +399,8 @@ class VMwareBackend(base.Backend):
             'CreateVM_Task', self._compute.vm_folder.CreateVM_Task,
             config=spec, pool=self._compute.root_pool, instance=instance)
         try:
+            if nic_spec is not None:
+                vmops.reconfigure(self._session, vm, nic_spec, instance)
             self._attach_mapped_volumes(instance, vm, block_device_info)
             if power_on:
                 vmops.power_on(self._session, vm, instance)
@@ -619,14 +647,17 @@ class VMwareBackend(base.Backend):
     def spawn_from_disks(self, context, instance, disks, network_info,
                          image_meta, block_device_info=None, hardware=None,
                          power_on=True):
-        self._check_request(network_info, block_device_info)
+        placed = self._check_request(network_info, block_device_info,
+                                     instance)
+        nic_spec = self._nic_spec(placed,
+                                  network.nic_model(image_meta, hardware))
         if not disks and _root_volume(block_device_info):
             # A volume-backed server arriving: nothing was staged.
             firmware = (hardware or {}).get('firmware') or (
                 vmops.firmware(image_meta) if image_meta is not None
                 else 'bios')
             return self._spawn_from_volume(instance, block_device_info,
-                                           firmware, power_on)
+                                           firmware, power_on, nic_spec)
         vm = self._staged_vm(disks)
         if vm is None:
             raise exception.InstanceNotFound(instance_id=instance.uuid)
@@ -641,6 +672,9 @@ class VMwareBackend(base.Backend):
             # The mapped firmware (bios/efi) from the server's image
             # properties: staged VMs are made as BIOS.
             spec.firmware = vmops.firmware(image_meta)
+        if nic_spec is not None:
+            spec.deviceChange = nic_spec.deviceChange
+            spec.extraConfig = nic_spec.extraConfig
         vmops.reconfigure(self._session, vm, spec, instance)
         vmops.grow_root_disk(self._session, vm, instance)
         self._attach_mapped_volumes(instance, vm, block_device_info)

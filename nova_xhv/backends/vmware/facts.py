@@ -12,6 +12,12 @@ FAMILY = family.Family(
     hypervisor_types=('vmware', 'vmware vcenter server', 'vmware esxi'),
     image_hv_types=('vmware',),
     aliases=('vsphere', 'esx', 'esxi', 'vmwareapi'),
+    # Bound by XHV's ML2 driver with what stock Nova's vmwareapi consumes
+    # too: vif_type dvs, the distributed switch and the port group by name.
+    network=family.Network(
+        vif_types=('dvs',), segment_types=('flat', 'vlan'),
+        bound_by=(family.BOUND_BY_XHV,), switch_detail='dvs_name',
+        port_group_detail='dvs_port_group_name'),
     hardware_names={
         family.DISK_BUS: {'paravirtual': 'paraVirtual', 'scsi': 'lsiLogic',
                           'sata': 'sata', 'ide': 'ide'},

@@ -12,7 +12,6 @@ migration, consoles.
 
 import dataclasses
 import os
-import re
 import shutil
 import tempfile
 
@@ -42,21 +41,13 @@ FAMILY = xen_facts.FAMILY
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 VHD = 'vhd'
-_MAC = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
 
 
 class UnsupportedRequest(exception.NovaException):
     msg_fmt = 'The XHV xenapi backend cannot do this yet: %(what)s'
 
 
-# The network contract's refusal (nova_xhv.backends.base, networking
-# issue); a local one of the same shape until that contract is merged.
-VifRefused = getattr(base, 'VifRefused', None)
-if VifRefused is None:
-    class VifRefused(exception.NovaException):
-        msg_fmt = ('The %(family)s backend cannot plug Neutron port '
-                   '%(port_id)s: %(reason)s')
-        code = 400
+VifRefused = base.VifRefused
 
 
 class XenAPIBackend(base.Backend):
@@ -276,24 +267,22 @@ class XenAPIBackend(base.Backend):
             raise UnsupportedRequest(what='attaching volumes')
 
     def _nics(self, network_info):
-        """[(port id, MAC, xapi network ref)], checked before any change."""
+        """[(port id, MAC, xapi network ref)], checked before any change.
+
+        The xapi network is the one the binding names, else the one
+        ``[xhv_xenapi] network_map`` / ``default_network`` gives.
+        """
         vifs = list(network_info or [])
-        contract = getattr(base.Backend, 'nics', None)
-        checked = contract(self, vifs) if contract else [None] * len(vifs)
         result = []
-        for vif, nic in zip(vifs, checked):
-            port_id = vif.get('id')
-            if nic is not None:
-                mac = nic.mac
-                network = self._bound_network(port_id, nic)
-            else:
-                mac = str(vif.get('address') or '').lower()
-                if not _MAC.match(mac):
-                    raise VifRefused(family=self.family, port_id=port_id,
-                                     reason='%r is not a MAC address'
-                                            % vif.get('address'))
-                network = self._mapped_network(port_id, vif.get('network'))
-            result.append((port_id, mac, network))
+        for vif, nic in zip(vifs, self.nics(vifs)):
+            try:
+                network = self._bound_network(nic.port_id, nic)
+            except VifRefused:
+                if not (self._network_map or self._default_network):
+                    raise
+                network = self._mapped_network(nic.port_id,
+                                               vif.get('network'))
+            result.append((nic.port_id, nic.mac, network))
         return result
 
     def _bound_network(self, port_id, nic):

@@ -12,16 +12,6 @@ e1000 (``platform:nic_type``).
 from nova_xhv.backends import family
 from nova_xhv.translate import formats
 
-_NETWORK = {}
-if hasattr(family, 'Network'):
-    # The network contract (doc/source/networking.rst): XHV's ML2 driver
-    # binds Xen hosts; the switch is the xapi network of the physical
-    # network, the port group the xapi network of the segment.
-    _NETWORK['network'] = family.Network(
-        vif_types=('xenapi',), segment_types=('flat', 'vlan'),
-        bound_by=(family.BOUND_BY_XHV,), switch_detail='xen_network',
-        port_group_detail='xen_segment_network')
-
 FAMILY = family.Family(
     name='xen',
     native_format=formats.VHD,
@@ -52,4 +42,11 @@ FAMILY = family.Family(
             'paravirtual': {'hw_vif_model': 'netfront'},
             'e1000': {'hw_vif_model': 'e1000'}},
     },
-    **_NETWORK)
+    # The network contract (doc/source/networking.rst): XHV's ML2 driver
+    # binds Xen hosts; the switch is the xapi network of the physical
+    # network, the port group the xapi network of the segment.
+    network=family.Network(
+        vif_types=('xenapi',), segment_types=('flat', 'vlan'),
+        bound_by=(family.BOUND_BY_XHV,), switch_detail='xen_network',
+        port_group_detail='xen_segment_network'),
+)

@@ -17,6 +17,7 @@ from nova import exception
 from nova import objects
 import pytest
 
+from nova_xhv.backends import base
 from nova_xhv.backends import family
 from nova_xhv import disk as xhv_disk
 from nova_xhv import translate
@@ -64,6 +65,34 @@ class TestBed(object):
         """A non-boot native disk this bed's instances have room for."""
         return self.native_disk(folder, name, bootable=False)
 
+    #: For families XHV binds: the switch the bed's physical network maps
+    #: to (what ``[ml2_xhv] physical_network_mappings`` would say).
+    switch = None
+
+    def vif(self, n, vlan=None):
+        """The n-th VIF of a port bound to this bed's host.
+
+        As Nova's network_info carries it after Neutron bound it with what
+        the family declares; None where the bed has no network to plug
+        into.
+        """
+        net = self.backend.facts.network
+        if not net.bound_by_xhv:
+            return None
+        physnet = 'conformance'
+        details = {
+            family.DETAIL_FAMILY: self.backend.family,
+            family.DETAIL_NETWORK_TYPE: 'vlan' if vlan else 'flat',
+            family.DETAIL_PHYSICAL_NETWORK: physnet,
+            family.DETAIL_SEGMENTATION_ID: vlan,
+            net.switch_detail: self.switch,
+            net.port_group_detail: 'xhv-%s%s' % (
+                physnet, '-%d' % vlan if vlan else ''),
+        }
+        return {'id': '0000000%d-aaaa-4bbb-8ccc-dddddddddddd' % n,
+                'type': net.vif_types[0],
+                'address': 'fa:16:3e:00:aa:%02x' % n, 'details': details}
+
     def image_meta(self, instance):
         """The ImageMeta a spawn of ``instance`` gets."""
         return objects.ImageMeta.from_dict({'properties': {}})
@@ -110,8 +139,10 @@ class BackendConformance(object):
 
     # -- helpers -----------------------------------------------------------
 
-    def _guest(self, bed, tmp_path, power_on=True, extra_disks=0):
+    def _guest(self, bed, tmp_path, power_on=True, extra_disks=0,
+               network_info=()):
         instance = bed.new_instance()
+        bed.last_instance = instance
         folder = str(tmp_path / ('in-' + instance.uuid))
         os.makedirs(folder)
         incoming = [bed.native_disk(folder, 'boot')]
@@ -121,7 +152,8 @@ class BackendConformance(object):
         backend.check_stageable(bed.context, instance, incoming)
         staged = backend.stage_disks(bed.context, instance, incoming)
         try:
-            backend.spawn_from_disks(bed.context, instance, staged, [],
+            backend.spawn_from_disks(bed.context, instance, staged,
+                                     list(network_info),
                                      bed.image_meta(instance),
                                      power_on=power_on)
         except Exception:
@@ -233,6 +265,43 @@ class BackendConformance(object):
             bed.destroy(instance)
         assert sorted(os.listdir(os.path.dirname(path))) == [
             os.path.basename(path)]
+    # -- the network contract (base.py, doc/source/networking.rst) ---------
+
+    def test_network_facts_are_declared(self, bed):
+        net = bed.backend.facts.network
+        assert isinstance(net, family.Network), \
+            'family %s declares no network facts' % bed.backend.family
+        net.check(bed.backend.family)
+
+    def test_ports_are_plugged_with_their_mac_in_order(self, bed, tmp_path):
+        vifs = [bed.vif(1, vlan=101), bed.vif(2)]
+        if None in vifs:
+            pytest.skip('this bed has no network to plug a %s port into'
+                        % bed.backend.facts.network.vif_types[0])
+        instance = self._guest(bed, tmp_path, power_on=False,
+                               network_info=vifs)
+        try:
+            assert bed.backend.plugged_ports(instance) == [
+                (v['id'], v['address']) for v in vifs]
+        finally:
+            bed.destroy(instance)
+
+    def test_a_port_it_cannot_plug_is_refused_before_anything_exists(
+            self, bed, tmp_path):
+        good = bed.vif(1) or {
+            'id': 'p1', 'type': bed.backend.facts.network.vif_types[0],
+            'address': 'fa:16:3e:00:aa:01'}
+        for bad, reason in (({'type': 'binding_failed'}, 'did not bind'),
+                            ({'type': 'no-such-vif-type'}, 'no-such'),
+                            ({'address': 'not-a-mac'}, 'not a MAC')):
+            bad = dict(good, id='p-bad', **bad)
+            with pytest.raises(base.VifRefused) as error:
+                self._guest(bed, tmp_path, network_info=[good, bad])
+            assert 'p-bad' in str(error.value)
+            assert reason in str(error.value)
+            assert bed.leftovers(bed.last_instance) == []
+            with pytest.raises(exception.InstanceNotFound):
+                bed.backend.get_info(bed.last_instance)
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -20,6 +20,7 @@ class FakeBed(conformance.TestBed):
         self.backend = fake_backend.FakeBackend(None)
         self.backend.init_host('fake-host')
         self.folder = os.path.join(folder, 'fake-host')
+        self.switch = 'fake-switch'
 
     def new_instance(self):
         return objects.Instance(

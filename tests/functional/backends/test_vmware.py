@@ -21,6 +21,7 @@ class VMwareBed(conformance.TestBed):
         self.backend = backend
         self.si = si
         self.vcsim = vcsim_info
+        self.switch = 'DVS0'  # vcsim's distributed switch
 
     def new_instance(self):
         return vmware_bed.make_instance()
@@ -60,7 +61,7 @@ class VMwareBed(conformance.TestBed):
 
 @pytest.fixture
 def bed(make_backend, admin_si, vcsim):  # noqa: F811
-    return VMwareBed(make_backend(), admin_si, vcsim)
+    return VMwareBed(make_backend(create_port_groups=True), admin_si, vcsim)
 
 
 class TestVMwareConformance(conformance.BackendConformance):

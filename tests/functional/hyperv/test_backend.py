@@ -198,11 +198,8 @@ def _vif(mac, segmentation_id=101, physnet=PHYSNET, vif_type='hyperv',
             id='net-1', bridge=None, label='net', subnets=[]))
 
 
-# Where the tree has the network contract (issue 18), Backend.nics refuses
-# first, with its own exception.
-REFUSALS = tuple({network.HyperVNetworkError,
-                  getattr(base, 'VifRefused', network.HyperVNetworkError)})
-CONTRACT = hasattr(base.Backend, 'nics')
+# Backend.nics (the network contract) refuses first, with its own exception.
+REFUSALS = (base.VifRefused, network.HyperVNetworkError)
 
 
 def test_ports_are_plugged_on_the_bound_vswitch(make_backend, hyperv_sim,
@@ -243,22 +240,6 @@ def test_unpluggable_ports_are_refused_before_the_vm_exists(
         _spawn(backend, tmp_path, instance, [vif])
     assert instance.uuid not in hyperv_sim.vms()
     assert not [f for f in hyperv_sim.storage_files() if instance.uuid in f]
-
-
-@pytest.mark.skipif(CONTRACT, reason='with the network contract every '
-                    'port\'s binding names its vSwitch')
-def test_default_vswitch_takes_unmapped_networks(make_backend, hyperv_sim,
-                                                 tmp_path):
-    backend = make_backend(vswitch_mappings=[],
-                           default_vswitch='xhv-external')
-    instance = make_instance()
-    _spawn(backend, tmp_path, instance, [_vif('fa:16:3e:00:00:06', None,
-                                              physnet=None, switch=None)])
-    try:
-        adapters = hyperv_sim.vms()[instance.uuid]['NetworkAdapters']
-        assert adapters[0]['SwitchName'] == 'xhv-external'
-    finally:
-        backend.destroy(None, instance, [])
 
 
 # -- faults -----------------------------------------------------------------

@@ -413,12 +413,13 @@ def test_export_descriptor_and_flat_pair_as_esxi_writes_it(
     backend.destroy(None, instance, [])
 
 
-def test_spawn_refuses_networks(make_backend):
+def test_spawn_refuses_a_port_it_cannot_plug(make_backend):
+    # More in test_network.py.
     backend = make_backend()
     with pytest.raises(exception.NovaException) as caught:
         backend.spawn(None, make_instance(), None, [], None, {},
                       network_info=[{'id': 'port'}])
-    assert '--nic none' in str(caught.value)
+    assert 'cannot plug Neutron port port' in str(caught.value)
 
 
 def test_vsphere_faults_are_named(make_backend):

@@ -186,6 +186,9 @@ class TestLibvirtBackendForwarding(ForwardingContract, testtools.TestCase):
 
     driver_class = libvirt_backend.LibvirtBackend
     delegate_attr = 'stock_driver'
+    # spawn checks network_info first (the network contract), then
+    # forwards: test_spawn_checks_the_ports_then_forwards.
+    not_forwarded = frozenset(('spawn',))
 
     def make_driver(self):
         return libvirt_backend.LibvirtBackend(mock.sentinel.virtapi)
@@ -197,7 +200,21 @@ class TestLibvirtBackendForwarding(ForwardingContract, testtools.TestCase):
                           'native_subformat', 'export_disks',
                           'release_exported_disks', 'check_stageable',
                           'stage_disks', 'discard_staged_disks',
-                          'spawn_from_disks'}, ours)
+                          'spawn_from_disks', 'spawn', 'plugged_ports'},
+                         ours)
+
+    def test_spawn_checks_the_ports_then_forwards(self):
+        driver = self.make_driver()
+        driver.stock_driver = mock.Mock()
+        vif = {'id': 'p1', 'type': 'ovs', 'address': 'fa:16:3e:00:00:01'}
+        driver.spawn('ctx', 'inst', 'meta', [], None, {}, [vif])
+        driver.stock_driver.spawn.assert_called_once_with(
+            'ctx', 'inst', 'meta', [], None, {}, network_info=[vif],
+            block_device_info=None, power_on=True, accel_info=None)
+        driver.stock_driver.reset_mock()
+        self.assertRaises(base.VifRefused, driver.spawn, 'ctx', 'inst',
+                          'meta', [], None, {}, [dict(vif, type='dvs')])
+        driver.stock_driver.spawn.assert_not_called()
 
     def test_exchange_signatures_match_the_backend_contract(self):
         for name in ('export_disks', 'release_exported_disks',

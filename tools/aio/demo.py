@@ -6,7 +6,8 @@ then the same move reverted.  Then Cinder with XHV's volume driver: a volume
 made from the vmdk image, uploaded back as the streamOptimized vmdk vSphere
 imports, and that image booted on vSphere; then a volume holding 64 MiB
 of data uploaded as each disk format Glance takes.  Prints a table of each
-step's time.
+step's time.  Last, a server on vSphere with a raw data volume (a
+known pattern in its file) moves to KVM and its volume follows.
 """
 
 import json
@@ -32,6 +33,12 @@ DATA_IMAGE = PREFIX + 'data'
 DATA_VOLUME = PREFIX + 'data-volume'
 DATA_SIZE = 64 * 1024 * 1024
 UPLOAD_FORMATS = ('vmdk', 'qcow2', 'raw', 'vhd', 'vhdx')
+# A server on vSphere with a raw data volume on the NFS share moves to KVM;
+# the volume follows (detached, attached again with KVM's connector).  Its
+# file holds tests/fixtures/disks.make_raw_disk's pattern of this seed.
+FOLLOW_SERVER = PREFIX + 'follow'
+FOLLOW_VOLUME = PREFIX + 'follow-volume'
+FOLLOW_SEED = 20
 
 
 def uploaded_image(disk_format):
@@ -365,7 +372,90 @@ class Demo:
             self.cli('server', 'migrate', 'revert', rev),
             self.wait_server(rev, 'ACTIVE', self.vmware)), skip=skip)
         self.volume_steps()
+        self.follow_steps(no_migration)
         return self.finish()
+
+    # -- a data volume follows its server vSphere -> KVM -------------------
+
+    def follow_volume_file(self, volume_id):
+        import block_storage
+        return os.path.join(block_storage.BlockStorage(self.cloud).export,
+                            'volume-%s' % volume_id)
+
+    def follow_volume_create(self):
+        """A raw 1 GiB volume; a known pattern written into its NFS file."""
+        sys.path.insert(0, services.TOP)
+        from tests.fixtures import disks
+        for volume in self.cli('volume', 'list', '--name', FOLLOW_VOLUME,
+                               parse=True):
+            self.cli('volume', 'delete', volume['ID'])
+            self.wait_gone('volume', volume['ID'])
+        self.cli('volume', 'create', '--size', '1', FOLLOW_VOLUME)
+        volume = self.wait_volume(FOLLOW_VOLUME, 'available')
+        path = self.follow_volume_file(volume['id'])
+        disks.make_raw_disk(path, 1024 ** 3, seed=FOLLOW_SEED)
+        os.chmod(path, 0o666)  # as a guest's data: any user may write
+        self.follow_sum = disks.sha256_file(path)
+        print('%s: %s sha256 %s' % (FOLLOW_VOLUME, path, self.follow_sum))
+        return volume
+
+    def follow_attach(self):
+        self.cli('server', 'add', 'volume', FOLLOW_SERVER, FOLLOW_VOLUME)
+        self.wait_volume(FOLLOW_VOLUME, 'in-use')
+        return self.follow_check(self.vmware)
+
+    def follow_check(self, host):
+        """server show lists the volume; volume show: attached on host."""
+        server = self.cli('server', 'show', FOLLOW_SERVER, parse=True)
+        volume = self.cli('volume', 'show', FOLLOW_VOLUME, parse=True)
+        if volume['id'] not in str(server.get('volumes_attached')):
+            msg = ('server show %s does not list %s: %s' % (
+                FOLLOW_SERVER, volume['id'], server.get('volumes_attached')))
+            raise StepFailed(msg)
+        where = [(a.get('server_id'), a.get('host_name'))
+                 for a in volume.get('attachments') or []]
+        if where != [(server['id'], host)]:
+            msg = ('volume show %s: attachments %s, not one to %s on %s'
+                   % (FOLLOW_VOLUME, where, server['id'], host))
+            raise StepFailed(msg)
+        print('%s attached to %s on %s' % (FOLLOW_VOLUME, FOLLOW_SERVER,
+                                           host))
+        return volume
+
+    def follow_confirm(self):
+        sys.path.insert(0, services.TOP)
+        from tests.fixtures import disks
+        self.cli('server', 'migrate', 'confirm', FOLLOW_SERVER)
+        self.wait_server(FOLLOW_SERVER, 'ACTIVE', self.kvm)
+        self.wait_volume(FOLLOW_VOLUME, 'in-use')
+        volume = self.follow_check(self.kvm)
+        after = disks.sha256_file(self.follow_volume_file(volume['id']))
+        print('%s sha256 before %s, after %s' % (FOLLOW_VOLUME,
+                                                 self.follow_sum, after))
+        if after != self.follow_sum:
+            msg = '%s changed during the move' % FOLLOW_VOLUME
+            raise StepFailed(msg)
+        return volume
+
+    def follow_steps(self, no_migration):
+        made = self.step('volume follows: volume create --size 1 (raw, '
+                         'pattern written into its file)',
+                         self.follow_volume_create)
+        skip = made is StepFailed and 'no volume'
+        booted = self.step('volume follows: server create on %s'
+                           % self.vmware, lambda: self.create_server(
+                               FOLLOW_SERVER, self.vmware), skip=skip)
+        skip = skip or (booted is StepFailed and 'the vSphere boot failed')
+        added = self.step('volume follows: server add volume (vSphere)',
+                          self.follow_attach, skip=skip)
+        skip = no_migration or skip or (added is StepFailed and
+                                        'the attach failed')
+        moved = self.step('volume follows: server migrate --host %s'
+                          % self.kvm, lambda: self.migrate(
+                              FOLLOW_SERVER, self.kvm), skip=skip)
+        skip = skip or (moved is StepFailed and 'the migrate failed')
+        self.step('volume follows: server migrate confirm; attached on '
+                  'KVM, same bytes', self.follow_confirm, skip=skip)
 
     def volume_steps(self):
         """Cinder with XHV's volume driver around the NFS driver."""

@@ -210,7 +210,8 @@ class Stack:
                 '--config-file', c.conf('nova', 'nova-compute-%s.conf'
                                         % backend)],
                 config_files=c.config_files('nova-compute-%s' % backend),
-                code=c.xhv_code())
+                code=c.xhv_code(), env=(self.storage.kvm_compute_env()
+                                        if backend == 'libvirt' else None))
         c.wait_wsgi('nova-api', '/')
         conn = connect()
         # (our process, Nova binary, host it reports; None: any host)

@@ -7,11 +7,13 @@ made from the vmdk image, uploaded back as the streamOptimized vmdk vSphere
 imports, and that image booted on vSphere; then a volume holding 64 MiB
 of data uploaded as each disk format Glance takes.  Prints a table of each
 step's time.  Last, a server on vSphere with a raw data volume (a
-known pattern in its file) moves to KVM and its volume follows.
+known pattern in its file) moves to KVM and its volume follows; and the
+XHV policy: audit, a member refused (403 with the rule), an admin's move.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -39,6 +41,10 @@ UPLOAD_FORMATS = ('vmdk', 'qcow2', 'raw', 'vhd', 'vhdx')
 FOLLOW_SERVER = PREFIX + 'follow'
 FOLLOW_VOLUME = PREFIX + 'follow-volume'
 FOLLOW_SEED = 20
+# The XHV policy (tools/aio/templates/xhv-policy.yaml): a server placed on
+# vSphere, then tagged pci, breaks rule pci-on-kvm (xhv-policy audit finds
+# it); a member's move of it is refused by pci-admin-only, an admin's not.
+PCI_SERVER = PREFIX + 'pci'
 
 
 def uploaded_image(disk_format):
@@ -373,7 +379,81 @@ class Demo:
             self.wait_server(rev, 'ACTIVE', self.vmware)), skip=skip)
         self.volume_steps()
         self.follow_steps(no_migration)
+        self.policy_steps(no_migration)
         return self.finish()
+
+    # -- the XHV policy ----------------------------------------------------
+
+    def policy_audit(self, expect_broken):
+        """xhv-policy audit: exactly these servers break the policy."""
+        proc = subprocess.run(
+            [os.path.join(self.cloud.bin, 'xhv-policy'), '--config-file',
+             self.cloud.conf('nova', 'nova.conf'), 'audit', '--json'],
+            capture_output=True, text=True)
+        try:
+            rows = json.loads(proc.stdout)
+        except ValueError:
+            rows = None
+        if rows is None or proc.returncode not in (0, 1):
+            msg = 'xhv-policy audit: exit %d: %s' % (
+                proc.returncode, (proc.stderr or proc.stdout)[-1500:])
+            raise StepFailed(msg)
+        broken = sorted((r['name'], r['host'], ' '.join(r['deny']))
+                        for r in rows if r['deny'])
+        for row in broken:
+            print('audit: %s on %s: %s' % row)
+        names = [b[0] for b in broken]
+        wanted_rc = 1 if expect_broken else 0
+        if names != sorted(expect_broken) or proc.returncode != wanted_rc:
+            msg = ('xhv-policy audit (exit %d) found %s, expected %s'
+                   % (proc.returncode, broken, expect_broken))
+            raise StepFailed(msg)
+        return broken
+
+    def policy_seed(self):
+        """Placed on vSphere, then tagged pci: before the rule applied."""
+        self.create_server(PCI_SERVER, self.vmware)
+        self.cli('server', 'set', '--tag', 'pci', PCI_SERVER)
+        return self.policy_audit([PCI_SERVER])
+
+    def policy_member_refused(self):
+        """A member's server migrate: 403 naming pci-admin-only."""
+        import stack
+        import xhv_policy
+        env = dict(os.environ, **xhv_policy.member_credentials(
+            self.cloud, stack.connect()))
+        proc = subprocess.run(
+            [self.osc, '--os-cloud', 'xhv-aio', 'server', 'migrate',
+             '--host', self.kvm, PCI_SERVER], capture_output=True,
+            text=True, env=env)
+        answer = (proc.stderr + proc.stdout).strip()
+        print('member: openstack server migrate --host %s %s: %s'
+              % (self.kvm, PCI_SERVER, answer[-400:]))
+        if (proc.returncode == 0 or not re.search(r'\b403\b', answer) or
+                'pci-admin-only' not in answer):
+            msg = 'expected a 403 naming pci-admin-only, got: %s' % answer
+            raise StepFailed(msg)
+        return self.wait_server(PCI_SERVER, 'ACTIVE', self.vmware)
+
+    def policy_admin_moves(self):
+        self.migrate(PCI_SERVER, self.kvm)
+        self.cli('server', 'migrate', 'confirm', PCI_SERVER)
+        self.wait_server(PCI_SERVER, 'ACTIVE', self.kvm)
+        return self.policy_audit([])
+
+    def policy_steps(self, no_migration):
+        seeded = self.step('policy: server create on %s, server set --tag '
+                           'pci; xhv-policy audit finds it' % self.vmware,
+                           self.policy_seed)
+        skip = seeded is StepFailed and 'no seeded server'
+        refused = self.step('policy: member server migrate -> 403 '
+                            'pci-admin-only', self.policy_member_refused,
+                            skip=skip)
+        skip = no_migration or skip or (refused is StepFailed and
+                                        'the member was not refused')
+        self.step('policy: admin server migrate --host %s, confirm; '
+                  'audit clean' % self.kvm, self.policy_admin_moves,
+                  skip=skip)
 
     # -- a data volume follows its server vSphere -> KVM -------------------
 

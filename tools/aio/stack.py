@@ -9,6 +9,7 @@ import yaml
 import block_storage
 import services
 from services import log
+import xhv_policy
 
 NOVA_SERVICES = ('nova-conductor', 'nova-scheduler')
 # Stop order: computes first (they hold instances), infrastructure last.
@@ -76,6 +77,7 @@ class Stack:
         c = self.cloud
         c.write_configs()
         self.storage.write_configs()
+        xhv_policy.write_configs(c)
         c.mariadb()
         c.rabbitmq()
         if 'libvirt' in backends:

@@ -41,6 +41,9 @@ class XHVPolicyFilter(filters.BaseHostFilter):
 
     def __init__(self):
         super().__init__()
+        # nova-scheduler imports nothing else of XHV that registers
+        # [xhv_policy] (as the admission filter does for nova-api).
+        import nova_xhv.conf  # noqa: F401
         self.policy = policy_enforcer.Enforcer.from_conf(
             CONF.xhv_policy, 'scheduler')
         # For tests and the benchmark: Rego queries made so far.

@@ -28,14 +28,7 @@ _REAL_SYS_READERS = {'glob.glob': glob.glob, 'glob.iglob': glob.iglob,
                      'builtins.open': builtins.open}
 
 
-def bind_mount_nfs(fstype, export, mountpoint, options):
-    """Stand-in for ``mount -t nfs``: bind the exported directory."""
-    if fstype != 'nfs':
-        raise AssertionError('only NFS mounts are stood in for: %s'
-                             % fstype)
-    _, _, path = export.partition(':')
-    subprocess.run(['mount', '--bind', path, mountpoint], check=True,
-                   capture_output=True)
+bind_mount_nfs = cinder_services.bind_mount_nfs
 
 
 class RealCinderMixin(object):
@@ -117,14 +110,7 @@ class LibvirtNFSMixin(object):
                                            dir=nova_base.LIBVIRT_TEST_ROOT)
         os.chmod(self.mount_base, 0o755)
         self.addCleanup(self._unmount_nfs)
-        # libvirt starts each QEMU in a private mount namespace (a slave
-        # of the host's): mounts made later for hot-attach reach it only
-        # below a shared mount, as on hosts whose / is shared (systemd's
-        # default).  This machine's / is private.
-        subprocess.run(['mount', '--bind', self.mount_base,
-                        self.mount_base], check=True)
-        subprocess.run(['mount', '--make-shared', self.mount_base],
-                       check=True)
+        cinder_services.make_shared_mount(self.mount_base)
         self.flags(nfs_mount_point_base=self.mount_base, group='libvirt')
 
     def libvirt_nfs_host_up(self, compute):

@@ -10,6 +10,7 @@ it after cinder-volume has stopped.
 """
 
 import os
+import sys
 import time
 import warnings
 
@@ -93,6 +94,53 @@ class BlockStorage:
             unmounted.append(point)
         return unmounted
 
+    # -- the KVM compute's side of the share --------------------------------
+
+    def kvm_mount_base(self):
+        """[libvirt] nfs_mount_point_base of the KVM compute."""
+        return os.path.join(self.cloud.lib, 'nova-%s'
+                            % services.HOSTS['libvirt'], 'mnt')
+
+    def kvm_compute_env(self):
+        """The KVM nova-compute's environment: our ``mount`` first on PATH.
+
+        Also makes its mount base a shared bind mount (once), so that
+        QEMU's private mount namespace sees the share mounted later.
+        """
+        if services.TOP not in sys.path:
+            sys.path.insert(0, services.TOP)
+        from tests.fixtures import cinder_services
+        base = self.kvm_mount_base()
+        os.makedirs(base, mode=0o755, exist_ok=True)
+        if base not in self._all_mounts():
+            log('%s: a shared bind mount (Nova mounts the share below it)'
+                % base)
+            cinder_services.make_shared_mount(base)
+        wrapper_dir = os.path.join(self.cloud.state, 'bin')
+        os.makedirs(wrapper_dir, exist_ok=True)
+        wrapper = os.path.join(wrapper_dir, 'mount')
+        with open(wrapper, 'w') as f:
+            f.write('#!/bin/sh\nexec %s %s "$@"\n' % (
+                os.path.join(self.cloud.bin, 'python'),
+                os.path.join(services.TOP, 'tools', 'aio', 'mount_nfs.py')))
+        os.chmod(wrapper, 0o755)
+        return dict(os.environ, PATH='%s:%s' % (
+            wrapper_dir, os.environ.get('PATH', '/usr/sbin:/usr/bin')))
+
+    @staticmethod
+    def _all_mounts():
+        with open('/proc/mounts') as f:
+            return [line.split()[1] for line in f if line.strip()]
+
+    def unmount_kvm(self):
+        """What Nova left mounted below its base, then the base itself."""
+        base = self.kvm_mount_base()
+        points = [p for p in self._all_mounts()
+                  if p == base or p.startswith(base + os.sep)]
+        for point in sorted(points, reverse=True):
+            run(['umount', '-l', point], check=False)
+        return points
+
     # -- services -----------------------------------------------------------
 
     def start(self):
@@ -137,7 +185,7 @@ class BlockStorage:
     def stop(self):
         """Stop the services (volume first), then unmount the share."""
         stopped = [n for n in reversed(SERVICES) if self.procs.stop(n)]
-        return stopped, self.unmount_share()
+        return stopped, self.unmount_kvm() + self.unmount_share()
 
 
 def delete_volumes(conn, prefix, timeout=120):

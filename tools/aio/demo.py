@@ -6,11 +6,14 @@ then the same move reverted.  Then Cinder with XHV's volume driver: a volume
 made from the vmdk image, uploaded back as the streamOptimized vmdk vSphere
 imports, and that image booted on vSphere; then a volume holding 64 MiB
 of data uploaded as each disk format Glance takes.  Prints a table of each
-step's time.
+step's time.  Last, a server on vSphere with a raw data volume (a
+known pattern in its file) moves to KVM and its volume follows; and the
+XHV policy: audit, a member refused (403 with the rule), an admin's move.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,6 +35,16 @@ DATA_IMAGE = PREFIX + 'data'
 DATA_VOLUME = PREFIX + 'data-volume'
 DATA_SIZE = 64 * 1024 * 1024
 UPLOAD_FORMATS = ('vmdk', 'qcow2', 'raw', 'vhd', 'vhdx')
+# A server on vSphere with a raw data volume on the NFS share moves to KVM;
+# the volume follows (detached, attached again with KVM's connector).  Its
+# file holds tests/fixtures/disks.make_raw_disk's pattern of this seed.
+FOLLOW_SERVER = PREFIX + 'follow'
+FOLLOW_VOLUME = PREFIX + 'follow-volume'
+FOLLOW_SEED = 20
+# The XHV policy (tools/aio/templates/xhv-policy.yaml): a server placed on
+# vSphere, then tagged pci, breaks rule pci-on-kvm (xhv-policy audit finds
+# it); a member's move of it is refused by pci-admin-only, an admin's not.
+PCI_SERVER = PREFIX + 'pci'
 
 
 def uploaded_image(disk_format):
@@ -365,7 +378,164 @@ class Demo:
             self.cli('server', 'migrate', 'revert', rev),
             self.wait_server(rev, 'ACTIVE', self.vmware)), skip=skip)
         self.volume_steps()
+        self.follow_steps(no_migration)
+        self.policy_steps(no_migration)
         return self.finish()
+
+    # -- the XHV policy ----------------------------------------------------
+
+    def policy_audit(self, expect_broken):
+        """xhv-policy audit: exactly these servers break the policy."""
+        proc = subprocess.run(
+            [os.path.join(self.cloud.bin, 'xhv-policy'), '--config-file',
+             self.cloud.conf('nova', 'nova.conf'), 'audit', '--json'],
+            capture_output=True, text=True)
+        try:
+            rows = json.loads(proc.stdout)
+        except ValueError:
+            rows = None
+        if rows is None or proc.returncode not in (0, 1):
+            msg = 'xhv-policy audit: exit %d: %s' % (
+                proc.returncode, (proc.stderr or proc.stdout)[-1500:])
+            raise StepFailed(msg)
+        broken = sorted((r['name'], r['host'], ' '.join(r['deny']))
+                        for r in rows if r['deny'])
+        for row in broken:
+            print('audit: %s on %s: %s' % row)
+        names = [b[0] for b in broken]
+        wanted_rc = 1 if expect_broken else 0
+        if names != sorted(expect_broken) or proc.returncode != wanted_rc:
+            msg = ('xhv-policy audit (exit %d) found %s, expected %s'
+                   % (proc.returncode, broken, expect_broken))
+            raise StepFailed(msg)
+        return broken
+
+    def policy_seed(self):
+        """Placed on vSphere, then tagged pci: before the rule applied."""
+        self.create_server(PCI_SERVER, self.vmware)
+        self.cli('server', 'set', '--tag', 'pci', PCI_SERVER)
+        return self.policy_audit([PCI_SERVER])
+
+    def policy_member_refused(self):
+        """A member's server migrate: 403 naming pci-admin-only."""
+        import stack
+        import xhv_policy
+        env = dict(os.environ, **xhv_policy.member_credentials(
+            self.cloud, stack.connect()))
+        proc = subprocess.run(
+            [self.osc, '--os-cloud', 'xhv-aio', 'server', 'migrate',
+             '--host', self.kvm, PCI_SERVER], capture_output=True,
+            text=True, env=env)
+        answer = (proc.stderr + proc.stdout).strip()
+        print('member: openstack server migrate --host %s %s: %s'
+              % (self.kvm, PCI_SERVER, answer[-400:]))
+        if (proc.returncode == 0 or not re.search(r'\b403\b', answer) or
+                'pci-admin-only' not in answer):
+            msg = 'expected a 403 naming pci-admin-only, got: %s' % answer
+            raise StepFailed(msg)
+        return self.wait_server(PCI_SERVER, 'ACTIVE', self.vmware)
+
+    def policy_admin_moves(self):
+        self.migrate(PCI_SERVER, self.kvm)
+        self.cli('server', 'migrate', 'confirm', PCI_SERVER)
+        self.wait_server(PCI_SERVER, 'ACTIVE', self.kvm)
+        return self.policy_audit([])
+
+    def policy_steps(self, no_migration):
+        seeded = self.step('policy: server create on %s, server set --tag '
+                           'pci; xhv-policy audit finds it' % self.vmware,
+                           self.policy_seed)
+        skip = seeded is StepFailed and 'no seeded server'
+        refused = self.step('policy: member server migrate -> 403 '
+                            'pci-admin-only', self.policy_member_refused,
+                            skip=skip)
+        skip = no_migration or skip or (refused is StepFailed and
+                                        'the member was not refused')
+        self.step('policy: admin server migrate --host %s, confirm; '
+                  'audit clean' % self.kvm, self.policy_admin_moves,
+                  skip=skip)
+
+    # -- a data volume follows its server vSphere -> KVM -------------------
+
+    def follow_volume_file(self, volume_id):
+        import block_storage
+        return os.path.join(block_storage.BlockStorage(self.cloud).export,
+                            'volume-%s' % volume_id)
+
+    def follow_volume_create(self):
+        """A raw 1 GiB volume; a known pattern written into its NFS file."""
+        sys.path.insert(0, services.TOP)
+        from tests.fixtures import disks
+        for volume in self.cli('volume', 'list', '--name', FOLLOW_VOLUME,
+                               parse=True):
+            self.cli('volume', 'delete', volume['ID'])
+            self.wait_gone('volume', volume['ID'])
+        self.cli('volume', 'create', '--size', '1', FOLLOW_VOLUME)
+        volume = self.wait_volume(FOLLOW_VOLUME, 'available')
+        path = self.follow_volume_file(volume['id'])
+        disks.make_raw_disk(path, 1024 ** 3, seed=FOLLOW_SEED)
+        os.chmod(path, 0o666)  # as a guest's data: any user may write
+        self.follow_sum = disks.sha256_file(path)
+        print('%s: %s sha256 %s' % (FOLLOW_VOLUME, path, self.follow_sum))
+        return volume
+
+    def follow_attach(self):
+        self.cli('server', 'add', 'volume', FOLLOW_SERVER, FOLLOW_VOLUME)
+        self.wait_volume(FOLLOW_VOLUME, 'in-use')
+        return self.follow_check(self.vmware)
+
+    def follow_check(self, host):
+        """server show lists the volume; volume show: attached on host."""
+        server = self.cli('server', 'show', FOLLOW_SERVER, parse=True)
+        volume = self.cli('volume', 'show', FOLLOW_VOLUME, parse=True)
+        if volume['id'] not in str(server.get('volumes_attached')):
+            msg = ('server show %s does not list %s: %s' % (
+                FOLLOW_SERVER, volume['id'], server.get('volumes_attached')))
+            raise StepFailed(msg)
+        where = [(a.get('server_id'), a.get('host_name'))
+                 for a in volume.get('attachments') or []]
+        if where != [(server['id'], host)]:
+            msg = ('volume show %s: attachments %s, not one to %s on %s'
+                   % (FOLLOW_VOLUME, where, server['id'], host))
+            raise StepFailed(msg)
+        print('%s attached to %s on %s' % (FOLLOW_VOLUME, FOLLOW_SERVER,
+                                           host))
+        return volume
+
+    def follow_confirm(self):
+        sys.path.insert(0, services.TOP)
+        from tests.fixtures import disks
+        self.cli('server', 'migrate', 'confirm', FOLLOW_SERVER)
+        self.wait_server(FOLLOW_SERVER, 'ACTIVE', self.kvm)
+        self.wait_volume(FOLLOW_VOLUME, 'in-use')
+        volume = self.follow_check(self.kvm)
+        after = disks.sha256_file(self.follow_volume_file(volume['id']))
+        print('%s sha256 before %s, after %s' % (FOLLOW_VOLUME,
+                                                 self.follow_sum, after))
+        if after != self.follow_sum:
+            msg = '%s changed during the move' % FOLLOW_VOLUME
+            raise StepFailed(msg)
+        return volume
+
+    def follow_steps(self, no_migration):
+        made = self.step('volume follows: volume create --size 1 (raw, '
+                         'pattern written into its file)',
+                         self.follow_volume_create)
+        skip = made is StepFailed and 'no volume'
+        booted = self.step('volume follows: server create on %s'
+                           % self.vmware, lambda: self.create_server(
+                               FOLLOW_SERVER, self.vmware), skip=skip)
+        skip = skip or (booted is StepFailed and 'the vSphere boot failed')
+        added = self.step('volume follows: server add volume (vSphere)',
+                          self.follow_attach, skip=skip)
+        skip = no_migration or skip or (added is StepFailed and
+                                        'the attach failed')
+        moved = self.step('volume follows: server migrate --host %s'
+                          % self.kvm, lambda: self.migrate(
+                              FOLLOW_SERVER, self.kvm), skip=skip)
+        skip = skip or (moved is StepFailed and 'the migrate failed')
+        self.step('volume follows: server migrate confirm; attached on '
+                  'KVM, same bytes', self.follow_confirm, skip=skip)
 
     def volume_steps(self):
         """Cinder with XHV's volume driver around the NFS driver."""

@@ -9,6 +9,7 @@ import yaml
 import block_storage
 import services
 from services import log
+import xhv_policy
 
 NOVA_SERVICES = ('nova-conductor', 'nova-scheduler')
 # Stop order: computes first (they hold instances), infrastructure last.
@@ -76,6 +77,7 @@ class Stack:
         c = self.cloud
         c.write_configs()
         self.storage.write_configs()
+        xhv_policy.write_configs(c)
         c.mariadb()
         c.rabbitmq()
         if 'libvirt' in backends:
@@ -210,7 +212,8 @@ class Stack:
                 '--config-file', c.conf('nova', 'nova-compute-%s.conf'
                                         % backend)],
                 config_files=c.config_files('nova-compute-%s' % backend),
-                code=c.xhv_code())
+                code=c.xhv_code(), env=(self.storage.kvm_compute_env()
+                                        if backend == 'libvirt' else None))
         c.wait_wsgi('nova-api', '/')
         conn = connect()
         # (our process, Nova binary, host it reports; None: any host)

@@ -37,7 +37,9 @@ OPENSTACK = os.path.join(os.environ.get('XHV_VENV', '/opt/xhv/venv'), 'bin',
 QEMU_FORMAT = {'vmdk': 'vmdk', 'qcow2': 'qcow2', 'raw': 'raw', 'vhd': 'vpc',
                'vhdx': 'vhdx'}
 MIGRATION_STEPS = ('server migrate --host', 'server migrate confirm',
-                   'console log show (after move)', 'revert demo')
+                   'console log show (after move)', 'revert demo',
+                   'volume follows: server migrate',
+                   'policy: admin server migrate')
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='the all-in-one cloud needs root')
@@ -172,6 +174,65 @@ def check_uploads(tmp):
         os.unlink(path)
 
 
+def check_volume_followed(tmp):
+    """The data volume moved with its server: attached on KVM, same bytes.
+
+    The demo wrote disks.make_raw_disk's pattern (seed FOLLOW_SEED) into
+    the volume's file before attaching it on vSphere; after the move and
+    the confirm the file must still be exactly that disk.
+    """
+    server = cli('server', 'show', aio_demo.FOLLOW_SERVER)
+    assert server['status'] == 'ACTIVE', server
+    assert server['OS-EXT-SRV-ATTR:host'] == 'aio-kvm', server
+    volume = cli('volume', 'show', aio_demo.FOLLOW_VOLUME)
+    assert volume['id'] in str(server['volumes_attached']), server
+    assert volume['status'] == 'in-use', volume
+    assert [(a['server_id'], a['host_name'])
+            for a in volume['attachments']] == [(server['id'],
+                                                 'aio-kvm')], volume
+    path = os.path.join(STATE, 'lib', 'cinder', 'nfs-export',
+                        'volume-%s' % volume['id'])
+    expected = os.path.join(tmp, 'follow.raw')
+    extents = disks.make_raw_disk(expected, 1024 ** 3,
+                                  seed=aio_demo.FOLLOW_SEED)
+    assert disks.check_extents(path, extents)
+    assert disks.sha256_file(path) == disks.sha256_file(expected)
+    # libvirt's domain on the KVM compute opens that file through Nova's
+    # mount of the share.
+    xml = subprocess.run(['virsh', '-c', 'qemu:///system', 'dumpxml',
+                          server['id']], capture_output=True, text=True)
+    assert xml.returncode == 0, xml.stderr
+    assert '/volume-%s' % volume['id'] in xml.stdout, xml.stdout
+
+
+def check_policy(output):
+    """The XHV policy through the CLI: audit, 403 with the rule, a move."""
+    # The demo's audit of the seeded server (placed on vSphere, then
+    # tagged pci) named rule pci-on-kvm; the member got a 403 naming
+    # pci-admin-only from nova-api's admission filter.
+    assert re.search(r'audit: xhv-demo-pci on aio-vmware: .*pci-on-kvm',
+                     output), output
+    assert re.search(r'member: openstack server migrate .*\b403\b.*'
+                     r'refused by XHV policy rule pci-admin-only', output), \
+        output
+    server = cli('server', 'show', aio_demo.PCI_SERVER)
+    assert 'pci' in server['tags'], server
+    assert server['status'] == 'ACTIVE', server
+    assert server['OS-EXT-SRV-ATTR:host'] == 'aio-kvm', server
+    # The member's request never reached a compute: the only migration of
+    # the server is the admin's, confirmed.
+    migrations = cli('server', 'migration', 'list', '--server',
+                     aio_demo.PCI_SERVER)
+    assert [m['Status'] for m in migrations] == ['confirmed'], migrations
+    audit = subprocess.run(
+        [os.path.join(os.path.dirname(OPENSTACK), 'xhv-policy'),
+         '--config-file', os.path.join(STATE, 'etc', 'nova', 'nova.conf'),
+         'audit', '--json'], capture_output=True, text=True, timeout=120)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert not [r for r in json.loads(audit.stdout) if r['deny']], \
+        audit.stdout
+
+
 def step_table(output):
     """{step title: (seconds, result)} parsed from the demo's table."""
     rows = {}
@@ -216,7 +277,11 @@ def test_demo_end_to_end_then_down():
                        'volume service list', 'volume create --image',
                        'image create --volume',
                        'server create on aio-vmware from the volume-made',
-                       'volume create --image (64 MiB of data)'):
+                       'volume create --image (64 MiB of data)',
+                       'volume follows: server add volume',
+                       'volume follows: server migrate confirm',
+                       'policy: server create on aio-vmware',
+                       'policy: member server migrate -> 403'):
             assert any(t.startswith(needed) for t in rows), needed
         assert demo.returncode == 0, output + logs
         final = demo.stdout.split('Final state:', 1)[1]
@@ -244,10 +309,19 @@ def test_demo_end_to_end_then_down():
                 print('downloading and checking the %d uploads took %.0f s'
                       % (len(aio_demo.UPLOAD_FORMATS),
                          time.monotonic() - start))
+                if rows['volume follows: server migrate confirm; '
+                        'attached on KVM, same bytes'][1] == 'ok':
+                    start = time.monotonic()
+                    check_volume_followed(tmp)
+                    print('checking the volume that followed took %.0f s'
+                          % (time.monotonic() - start))
         except AssertionError as exc:
             tails = aio('logs', 'cinder-api', 'cinder-scheduler',
                         'cinder-volume', '-n', '25').stdout
             raise AssertionError('%s\n%s' % (exc, tails)) from exc
+        if rows['policy: admin server migrate --host aio-kvm, confirm; '
+                'audit clean'][1] == 'ok':
+            check_policy(demo.stdout)
         status = aio('status')
         assert status.returncode == 0, status.stdout
         for name in ('nova-compute-vmware', 'cinder-api', 'cinder-scheduler',

@@ -12,6 +12,7 @@ command to use, rather than left to hang.
 """
 
 import os
+import sys
 
 if os.environ.get('OS_NOVA_DISABLE_EVENTLET_PATCHING', '').lower() in (
         '1', 'true', 'yes'):
@@ -48,3 +49,10 @@ def pytest_collection_modifyitems(session, config, items):
             'these tests cannot share one pytest process: %s. Run '
             'tools/run-tests, which runs each group in its own process, '
             'or select one group.' % examples)
+    if set(groups) == {'plain'} and HARNESS_MODULE in sys.modules:
+        # Importing the harness patches eventlet for the whole process:
+        # socket, TLS and thread tests then hang or recurse (eventlet#371).
+        raise pytest.UsageError(
+            'a plain test module imported %s (it monkey-patches eventlet '
+            'for the whole process); import tests.fixtures.wait and the '
+            'fixtures instead' % HARNESS_MODULE)

@@ -43,7 +43,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 import warnings
 
@@ -54,6 +53,7 @@ from nova.tests.functional import integrated_helpers
 import psutil
 
 import nova_xhv.conf  # noqa: F401  registers [xhv] options
+from tests.fixtures.wait import wait_for  # noqa: F401  (for harness tests)
 
 # The harness poisons these; the real libvirt driver needs them (init_host
 # checks my_ip against the interfaces; get_arch reads uname).
@@ -65,19 +65,6 @@ STOCK_LIBVIRT_DRIVER = 'libvirt.LibvirtDriver'
 # Where KVM tests keep instance folders; every parent must be searchable by
 # libvirt's qemu user.
 LIBVIRT_TEST_ROOT = os.environ.get('XHV_LIBVIRT_TEST_ROOT', '/tmp')
-
-
-def wait_for(predicate, timeout, interval=0.2, what='condition'):
-    """Poll ``predicate`` until it returns a true value or time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out after %ss waiting for %s'
-                                 % (timeout, what))
-        time.sleep(interval)
 
 
 class XHVFunctionalTestCase(integrated_helpers.ProviderUsageBaseTestCase):

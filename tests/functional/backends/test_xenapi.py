@@ -22,9 +22,9 @@ from nova_xhv.backends.xenapi import session as xsession
 from nova_xhv.backends.xenapi import vm as vmops
 from tests.fixtures import disks
 from tests.fixtures import vcsim as vcsim_fixture
+from tests.fixtures.wait import wait_for
 from tests.fixtures import xapi
 from tests.functional.backends import conformance
-from tests.functional import nova_base
 
 objects.register_all()
 pytestmark = pytest.mark.timeout(180)
@@ -170,7 +170,7 @@ def test_sr_by_uuid_and_resources(make_backend, sim):
 def test_session_invalid_logs_in_again(bed, sim):
     old = bed.backend.xapi._session.handle
     sim.expire_sessions()
-    nova_base.wait_for(
+    wait_for(
         lambda: _rpc(sim, 'VM.get_all', old)['Status'] == 'Failure', 10,
         what='the simulator to expire sessions')
     assert bed.backend.list_instances() == []
@@ -189,13 +189,13 @@ def test_transfers_log_in_again_after_session_invalid(bed, sim, tmp_path):
     disks.make_raw_disk(data, 4 * disks.MiB)
     old = bed.backend.xapi._session.handle
     sim.expire_sessions()
-    nova_base.wait_for(
+    wait_for(
         lambda: _rpc(sim, 'VM.get_all', old)['Status'] == 'Failure', 10,
         what='the simulator to expire sessions')
     bed.backend.xapi.import_vdi(vdi, uuid, data, 'raw')
     assert disks.sha256_file(sim.vdi_file(uuid)) == disks.sha256_file(data)
     sim.expire_sessions()
-    nova_base.wait_for(
+    wait_for(
         lambda: _rpc(sim, 'VM.get_all', bed.backend.xapi._session.handle)[
             'Status'] == 'Failure', 10, what='the sessions to expire again')
     back = str(tmp_path / 'back.raw')

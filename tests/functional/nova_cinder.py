@@ -115,6 +115,12 @@ class LibvirtNFSMixin(object):
 
     def libvirt_nfs_host_up(self, compute):
         from nova.virt.libvirt.volume import mount
+        # A fresh manager per test: the module-level one keeps the
+        # condition variable (and state) of whichever earlier test of this
+        # process used it ("cannot notify on un-acquired lock").
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.volume.mount.__manager__',
+            mount._HostMountStateManager()))
         mount.get_manager().host_up(
             compute.driver.backend.stock_driver._host)
         self.addCleanup(mount.get_manager().host_down)

@@ -126,9 +126,14 @@ translate_opts = [
 ]
 
 
-def convert_options_from_conf(group):
-    """ConvertOptions from a config group object (e.g. CONF.xhv)."""
+def convert_options_from_conf(group, staging_dir=None):
+    """ConvertOptions from a config group object (e.g. CONF.xhv).
+
+    ``staging_dir``: a folder private to one operation, where a
+    monolithicFlat descriptor + extent pair downloaded there may be read.
+    """
     return translate.ConvertOptions(
+        staging_dir=staging_dir,
         max_virtual_size=group.max_virtual_size_gib * GiB,
         cpu_seconds=group.qemu_img_cpu_seconds,
         address_space=group.qemu_img_address_space_mib * MiB,

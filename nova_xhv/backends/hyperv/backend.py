@@ -13,7 +13,6 @@ Not done (see doc/source/hyperv.rst): volumes, console log, resize
 within Hyper-V, growing the root disk to the flavor.
 """
 
-import dataclasses
 import os
 import shutil
 import tempfile
@@ -381,9 +380,8 @@ class HyperVBackend(base.Backend):
         return tempfile.mkdtemp(prefix=prefix, dir=self._staging_root)
 
     def _options(self, workdir):
-        return dataclasses.replace(
-            translate_conf.convert_options_from_conf(CONF.xhv),
-            staging_dir=workdir)
+        return translate_conf.convert_options_from_conf(
+            CONF.xhv, staging_dir=workdir)
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,

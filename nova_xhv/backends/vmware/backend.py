@@ -8,7 +8,6 @@ does not do yet (see doc/source/vmware.rst): other volume types,
 ephemeral and swap disks, resize within vSphere.
 """
 
-import dataclasses
 import os
 import re
 import shutil
@@ -58,9 +57,8 @@ def _convert_options(workdir):
     ``workdir`` is private to one operation, so a monolithicFlat
     descriptor + extent pair downloaded there may be read.
     """
-    return dataclasses.replace(
-        translate_conf.convert_options_from_conf(CONF.xhv),
-        staging_dir=workdir)
+    return translate_conf.convert_options_from_conf(CONF.xhv,
+                                                    staging_dir=workdir)
 
 
 def _root_volume(block_device_info):

@@ -10,7 +10,6 @@ Not done (doc/source/xenapi.rst): volumes, resize within the pool, live
 migration, consoles.
 """
 
-import dataclasses
 import os
 import shutil
 import tempfile
@@ -376,9 +375,8 @@ class XenAPIBackend(base.Backend):
         return tempfile.mkdtemp(prefix=prefix, dir=self._staging_root)
 
     def _options(self, workdir):
-        return dataclasses.replace(
-            translate_conf.convert_options_from_conf(CONF.xhv),
-            staging_dir=workdir)
+        return translate_conf.convert_options_from_conf(
+            CONF.xhv, staging_dir=workdir)
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,

@@ -126,9 +126,12 @@ class VolumesFollowTestCase(nova_cinder.RealCinderMixin,
         def broken(*args, **kwargs):
             raise RuntimeError('injected staging fault')
 
-        self.stub_out(
-            'nova_xhv.backends.vmware.backend.VMwareBackend.stage_disks',
-            broken)
+        # Both routes into vSphere: a local vmdk (stage_disks) and the
+        # stream writer's output uploaded while written (stream_uploads).
+        for route in ('stage_disks', 'stage_disk_streams'):
+            self.stub_out(
+                'nova_xhv.backends.vmware.backend.VMwareBackend.' + route,
+                broken)
         self.api.post_server_action(server['id'],
                                     {'migrate': {'host': base.VMW}})
         self._wait_for_migration_status(server, ['error'])

@@ -150,19 +150,21 @@ class PolicyAdmission(object):
             destinations = self._host_classes(context)
             if not destinations:
                 return None
-        refusals = []
-        for destination in destinations:
-            document = inputs.document(
-                action, nova_input.caller_of(context), server, source,
-                destination, point='api',
-                request_id=nova_input.request_id_of(context))
-            decision = self.policy.decide(document, context,
-                                          report=bool(host))
-            if decision.allowed:
-                return None
-            refusals.append(decision)
-        if not host and self.policy.reporter is not None:
-            self.policy.reporter(context, 'api', document, refusals[0])
+        request = inputs.document(
+            action, nova_input.caller_of(context), server, source, None,
+            point='api', request_id=nova_input.request_id_of(context))
+        document = dict(request, destination=destinations[0])
+        if host:
+            refusals = [self.policy.decide(document, context)]
+        else:
+            # One query per class; which rules apply is asked once.
+            refusals = self.policy.decide_each(request, destinations)
+        if any(decision.allowed for decision in refusals):
+            return None
+        if not host:
+            self.policy.log(document, refusals[0])
+            if self.policy.reporter is not None:
+                self.policy.reporter(context, 'api', document, refusals[0])
         seen = {}
         for decision in refusals:
             for violation in decision.deny:

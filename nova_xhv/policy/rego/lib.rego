@@ -19,11 +19,30 @@ crosses_families if {
 	input.source.family != input.destination.family
 }
 
-# true when the rule's match block selects this request; an absent key
-# selects everything.
-applies(rule) if {
+# {template name: [ids of its rule instances whose match block selects
+# this request]}; a template iterates only these (rego-cpp 1.5 spends ~10
+# us a binding, so iterating every rule per destination is what costs).
+# Deciding one request for many destinations (the scheduler's host
+# classes, nova-api's families), the engine asks for applicable_rules once
+# and hands them back, grouped so, as input.xhv_applicable_rules: the
+# match block reads nothing of the source or the destination, so one
+# answer holds for every destination.
+applicable := input.xhv_applicable_rules if is_object(input.xhv_applicable_rules)
+
+applicable := {name: [rule.id | some rule in rules; rule.id in applicable_rules] |
+	some name, rules in data.xhv.rules
+} if not is_object(input.xhv_applicable_rules)
+
+# The ids of the rule instances whose match block selects this request.
+# An absent match key selects everything.  Reads only action, server and
+# caller (see applicable).  The checks stand in this rule's body, not
+# in a function's: rego-cpp 1.5 stops a rule body at its first failing
+# statement but evaluates every call in a function body.
+applicable_rules contains rule.id if {
+	some rules in data.xhv.rules
+	some rule in rules
 	# The loader writes every match key (empty: any), so no lookups with
-	# defaults here: this runs once per rule per decision.
+	# defaults here.
 	_actions_match(rule.match.actions)
 	_projects_match(rule.match.projects)
 	_tags_match(rule.match.tags)
@@ -31,6 +50,9 @@ applies(rule) if {
 	_pairs_match(rule.match.image_properties, object.get(input, ["server", "image", "properties"], {}))
 	_pairs_match(rule.match.flavor_extra_specs, object.get(input, ["server", "flavor", "extra_specs"], {}))
 }
+
+# For operator modules: does this rule instance select the request?
+applies(rule) if rule.id in applicable[rule.template]
 
 _actions_match(actions) if count(actions) == 0
 
@@ -47,7 +69,7 @@ _tags_match(tags) if {
 	tag in object.get(input, ["server", "tags"], [])
 }
 
-# Values are strings on both sides (the loader and the input builder
+# Values are strings on both sides (the loader and nova_xhv.policy.inputs
 # write them so).
 _pairs_match(wanted, have) if {
 	every key, value in wanted {

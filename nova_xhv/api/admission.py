@@ -17,6 +17,14 @@ is 403 only when the policy denies EVERY family that could be chosen (the
 scheduler's filter and the driver decide the rest).  Anything it cannot
 read (a body that is not JSON, an unknown server) passes on unchanged:
 Nova answers it as without XHV.
+
+The classes of host the cloud has are read from the database (every
+cell's compute nodes, the aggregates) and reused for ``CLASSES_TTL``
+seconds to let requests through; a refusal is never based on them: before
+answering 403 the filter reads the classes again, so a compute added or an
+aggregate changed a moment ago is seen.  A stale list can only let a
+request on to Nova, where the scheduler's filter and the driver decide
+with the hosts as they are.
 """
 
 import json
@@ -43,7 +51,8 @@ ACTIONS = {'migrate': ('move', 'host'), 'resize': ('resize', None),
            'os-migrateLive': ('live_migrate', 'host'),
            'unshelve': ('unshelve', 'host')}
 MAX_BODY = 1024 * 1024
-# Seconds the host classes of the cloud are reused between requests.
+# Seconds the host classes of the cloud are reused to let requests through
+# (never to refuse one).
 CLASSES_TTL = 60.0
 
 
@@ -63,6 +72,8 @@ class PolicyAdmission(object):
         self._classes = None
         self._classes_at = 0.0
         self._lock = threading.Lock()
+        # Times the classes were read from the database (tests, benchmark).
+        self.classes_read = 0
 
     @webob.dec.wsgify
     def __call__(self, req):
@@ -145,20 +156,25 @@ class PolicyAdmission(object):
                 destinations = [nova_input.host_in_its_cell(context, host)]
             except Exception:
                 return None  # an unknown host: Nova answers
-        else:
-            # Nothing named: every class of host the cloud has.
-            destinations = self._host_classes(context)
-            if not destinations:
-                return None
         request = inputs.document(
             action, nova_input.caller_of(context), server, source, None,
             point='api', request_id=nova_input.request_id_of(context))
-        document = dict(request, destination=destinations[0])
         if host:
+            document = dict(request, destination=destinations[0])
             refusals = [self.policy.decide(document, context)]
         else:
-            # One query per class; which rules apply is asked once.
-            refusals = self.policy.decide_each(request, destinations)
+            # Nothing named: every class of host the cloud has, read again
+            # before a refusal (see the module's doc).
+            for fresh in (False, True):
+                destinations, read_now = self._host_classes(context, fresh)
+                if not destinations:
+                    return None
+                # One query per class; which rules apply is asked once.
+                refusals = self.policy.decide_each(request, destinations)
+                if any(decision.allowed for decision in refusals) or \
+                        read_now:
+                    break
+            document = dict(request, destination=destinations[0])
         if any(decision.allowed for decision in refusals):
             return None
         if not host:
@@ -174,15 +190,20 @@ class PolicyAdmission(object):
         return 'refused by XHV policy rule %s (wherever it would go)' % (
             '; '.join('%s: %s' % kv for kv in sorted(seen.items())))
 
-    def _host_classes(self, context):
+    def _host_classes(self, context, fresh=False):
+        """(the cloud's host classes, whether read from the DB just now).
+
+        Read again when ``fresh`` or older than CLASSES_TTL.
+        """
         with self._lock:
-            if self._classes is not None and \
+            if not fresh and self._classes is not None and \
                     time.monotonic() - self._classes_at < CLASSES_TTL:
-                return self._classes
+                return self._classes, False
         classes = host_classes(context)
         with self._lock:
             self._classes, self._classes_at = classes, time.monotonic()
-        return classes
+            self.classes_read += 1
+        return classes, True
 
 
 def host_classes(context):

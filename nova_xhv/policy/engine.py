@@ -310,8 +310,17 @@ def rules_data(rules):
     by_template = {name: [] for name in templates.SCHEMAS}
     for rule in rules:
         by_template[rule['template']].append(rule)
+    # {match key: {rule id: wanted}} of the non-empty keys: lib.rego's
+    # applicable_rules visits only the rules that use a key.
+    index = {key: {} for key in templates.MATCH_KEYS}
+    for rule in rules:
+        for key, wanted in rule['match'].items():
+            if wanted:
+                index[key][rule['id']] = wanted
     return {'xhv': {'rules': by_template,
-                    'rule': {rule['id']: rule for rule in rules}}}
+                    'rule': {rule['id']: rule for rule in rules},
+                    'rule_ids': [rule['id'] for rule in rules],
+                    'match_index': index}}
 
 
 def _to_violation(entry, enforcement):

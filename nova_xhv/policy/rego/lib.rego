@@ -33,49 +33,60 @@ applicable := {name: [rule.id | some rule in rules; rule.id in applicable_rules]
 	some name, rules in data.xhv.rules
 } if not is_object(input.xhv_applicable_rules)
 
-# The ids of the rule instances whose match block selects this request.
-# An absent match key selects everything.  Reads only action, server and
-# caller (see applicable).  The checks stand in this rule's body, not
-# in a function's: rego-cpp 1.5 stops a rule body at its first failing
-# statement but evaluates every call in a function body.
-applicable_rules contains rule.id if {
-	some rules in data.xhv.rules
-	some rule in rules
-	# The loader writes every match key (empty: any), so no lookups with
-	# defaults here.
-	_actions_match(rule.match.actions)
-	_projects_match(rule.match.projects)
-	_tags_match(rule.match.tags)
-	_pairs_match(rule.match.metadata, object.get(input, ["server", "metadata"], {}))
-	_pairs_match(rule.match.image_properties, object.get(input, ["server", "image", "properties"], {}))
-	_pairs_match(rule.match.flavor_extra_specs, object.get(input, ["server", "flavor", "extra_specs"], {}))
+# The ids of the rule instances whose match block selects this request:
+# all but those a non-empty match key excludes (an empty key selects
+# everything).  Reads only action, server and caller (see applicable).
+# data.xhv.match_index.<key> holds, for each rule whose match has that key
+# non-empty, {rule id: wanted value}: so each check below visits only the
+# rules that use its key.  Checks stand in rule bodies, not function
+# bodies: rego-cpp 1.5 stops a rule body at its first failing statement
+# but evaluates every call in a function body.
+applicable_rules contains id if {
+	some id in data.xhv.rule_ids
+	not _excluded[id]
 }
 
-# For operator modules: does this rule instance select the request?
-applies(rule) if rule.id in applicable[rule.template]
+_excluded contains id if {
+	some id, actions in data.xhv.match_index.actions
+	not input.action in actions
+}
 
-_actions_match(actions) if count(actions) == 0
+_excluded contains id if {
+	some id, projects in data.xhv.match_index.projects
+	not input.server.project_id in projects
+}
 
-_actions_match(actions) if input.action in actions
-
-_projects_match(projects) if count(projects) == 0
-
-_projects_match(projects) if input.server.project_id in projects
-
-_tags_match(tags) if count(tags) == 0
-
-_tags_match(tags) if {
-	some tag in tags
-	tag in object.get(input, ["server", "tags"], [])
+_excluded contains id if {
+	some id, tags in data.xhv.match_index.tags
+	have := object.get(input, ["server", "tags"], [])
+	count({tag | some tag in tags; tag in have}) == 0
 }
 
 # Values are strings on both sides (the loader and nova_xhv.policy.inputs
 # write them so).
-_pairs_match(wanted, have) if {
-	every key, value in wanted {
-		object.get(have, key, null) == value
-	}
+_excluded contains id if {
+	some id, wanted in data.xhv.match_index.metadata
+	have := object.get(input, ["server", "metadata"], {})
+	some key, value in wanted
+	object.get(have, key, null) != value
 }
+
+_excluded contains id if {
+	some id, wanted in data.xhv.match_index.image_properties
+	have := object.get(input, ["server", "image", "properties"], {})
+	some key, value in wanted
+	object.get(have, key, null) != value
+}
+
+_excluded contains id if {
+	some id, wanted in data.xhv.match_index.flavor_extra_specs
+	have := object.get(input, ["server", "flavor", "extra_specs"], {})
+	some key, value in wanted
+	object.get(have, key, null) != value
+}
+
+# For operator modules: does this rule instance select the request?
+applies(rule) if rule.id in applicable[rule.template]
 
 # One edge of a move matrix: {"from": family|"*", "to": family|"*",
 # "roles": [...] (empty or absent: any caller)}.

@@ -564,9 +564,16 @@ def _without_applicable(document):
     return document
 
 
+_JSON_ESCAPE = re.compile(r'[\x00-\x1f\\"]')
+
+
 def _escaped(value):
     """``value`` with every string escaped as inside a JSON string."""
     if isinstance(value, str):
+        # What json.dumps escapes (json.encoder.ESCAPE); most strings
+        # hold none of it and come back as they are.
+        if _JSON_ESCAPE.search(value) is None:
+            return value
         return json.dumps(value, ensure_ascii=False)[1:-1]
     if isinstance(value, dict):
         return {_escaped(str(k)): _escaped(v) for k, v in value.items()}

@@ -7,6 +7,7 @@ from scratch (memo off), through the real Rego engine.
 """
 
 import itertools
+import json
 import random
 
 import pytest
@@ -197,3 +198,14 @@ def test_enforcer_decide_each_fails_closed(tmp_path):
     decisions = checker.decide_each(tables.doc('boot'),
                                     [tables.KVM, tables.VMW])
     assert [d.deny[0].rule for d in decisions] == [engine.UNAVAILABLE] * 2
+
+
+def test_escaping_fast_path_is_what_json_writes():
+    alphabet = ['a', '"', '\\', '\n', '\x00', '\x1f', '\x7f', '\u2028',
+                '\u00e9', ' ', '\t', '/']
+    chance = random.Random(23)
+    for _ in range(5000):
+        text = ''.join(chance.choice(alphabet)
+                       for _ in range(chance.randint(0, 6)))
+        assert engine._escaped(text) == json.dumps(
+            text, ensure_ascii=False)[1:-1], repr(text)

@@ -306,9 +306,15 @@ def shipped_modules(rules):
     return modules
 
 
+# What the templates read of a rule instance (its match block is in the
+# index below): every lookup of a rule copies it, so it stays small.
+_RULE_FIELDS = ('id', 'template', 'enforcement', 'parameters', 'scope')
+
+
 def rules_data(rules):
+    slim = [{key: rule[key] for key in _RULE_FIELDS} for rule in rules]
     by_template = {name: [] for name in templates.SCHEMAS}
-    for rule in rules:
+    for rule in slim:
         by_template[rule['template']].append(rule)
     # {match key: {rule id: wanted}} of the non-empty keys: lib.rego's
     # applicable_rules visits only the rules that use a key.
@@ -318,7 +324,7 @@ def rules_data(rules):
             if wanted:
                 index[key][rule['id']] = wanted
     return {'xhv': {'rules': by_template,
-                    'rule': {rule['id']: rule for rule in rules},
+                    'rule': {rule['id']: rule for rule in slim},
                     'rule_ids': [rule['id'] for rule in rules],
                     'match_index': index}}
 

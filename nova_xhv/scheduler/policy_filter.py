@@ -48,6 +48,8 @@ class XHVPolicyFilter(filters.BaseHostFilter):
             CONF.xhv_policy, 'scheduler')
         # For tests and the benchmark: Rego queries made so far.
         self.decisions = 0
+        # Host states seen -> (class key, view); see host_class_of_state.
+        self._classes = {}
 
     def host_passes(self, host_state, spec_obj):
         return bool(list(self.filter_all([host_state], spec_obj)))
@@ -60,8 +62,8 @@ class XHVPolicyFilter(filters.BaseHostFilter):
         classes = {}
         keys = []
         for host_state in host_states:
-            destination = nova_input.host_of_state(host_state)
-            key = inputs.host_class(destination)
+            key, destination = nova_input.host_class_of_state(
+                host_state, self._classes)
             classes.setdefault(key, destination)
             keys.append(key)
         # One query per class; which rules apply to the request is asked

@@ -20,9 +20,11 @@ Nova answers it as without XHV.
 
 The classes of host the cloud has are read from the database (every
 cell's compute nodes, the aggregates) and reused for ``CLASSES_TTL``
-seconds to let requests through; a refusal is never based on them: before
-answering 403 the filter reads the classes again, so a compute added or an
-aggregate changed a moment ago is seen.  A stale list can only let a
+seconds to let requests through; a refusal is not: before answering 403
+the filter reads the classes again unless it read them less than
+``REFUSAL_FRESHNESS`` (1 s) ago, so a compute added or an aggregate changed
+is seen within a second, and a caller repeating refused requests costs at
+most one read a second.  A stale list can only let a
 request on to Nova, where the scheduler's filter and the driver decide
 with the hosts as they are.
 """
@@ -54,6 +56,8 @@ MAX_BODY = 1024 * 1024
 # Seconds the host classes of the cloud are reused to let requests through
 # (never to refuse one).
 CLASSES_TTL = 60.0
+# Seconds a list of classes may be old for a refusal to rest on it.
+REFUSAL_FRESHNESS = 1.0
 
 
 def filter_factory(global_conf, **local_conf):
@@ -191,14 +195,18 @@ class PolicyAdmission(object):
             '; '.join('%s: %s' % kv for kv in sorted(seen.items())))
 
     def _host_classes(self, context, fresh=False):
-        """(the cloud's host classes, whether read from the DB just now).
+        """(the cloud's host classes, whether fresh enough to refuse).
 
-        Read again when ``fresh`` or older than CLASSES_TTL.
+        Read again when older than CLASSES_TTL, or than REFUSAL_FRESHNESS
+        when ``fresh``.
         """
         with self._lock:
-            if not fresh and self._classes is not None and \
-                    time.monotonic() - self._classes_at < CLASSES_TTL:
-                return self._classes, False
+            if self._classes is not None:
+                age = time.monotonic() - self._classes_at
+                if age < REFUSAL_FRESHNESS:
+                    return self._classes, True
+                if not fresh and age < CLASSES_TTL:
+                    return self._classes, False
         classes = host_classes(context)
         with self._lock:
             self._classes, self._classes_at = classes, time.monotonic()

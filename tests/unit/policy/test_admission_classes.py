@@ -41,6 +41,9 @@ def gate(tmp_path, monkeypatch):
     (tmp_path / 'policy.yaml').write_text(POLICY)
     cloud = Cloud('vmware')
     monkeypatch.setattr(admission, 'host_classes', cloud)
+    # Every refusal reads again (test_refusals_read_at_most_once_a_second
+    # sets it back).
+    monkeypatch.setattr(admission, 'REFUSAL_FRESHNESS', 0.0)
     filter_ = admission.PolicyAdmission.__new__(admission.PolicyAdmission)
     filter_.application = None
     filter_.policy = enforcer.Enforcer(str(tmp_path / 'policy.yaml'),
@@ -97,4 +100,17 @@ def test_stale_classes_are_read_again(gate, monkeypatch):
     assert move(filter_, []) is None
     monkeypatch.setattr(admission, 'CLASSES_TTL', 0.0)
     assert move(filter_, []) is None
+    assert cloud.reads == 2
+
+
+def test_refusals_read_at_most_once_a_second(gate, monkeypatch):
+    filter_, cloud = gate
+    monkeypatch.setattr(admission, 'REFUSAL_FRESHNESS', 3600.0)
+    for _ in range(5):
+        assert move(filter_, ['pci']) is not None
+    assert cloud.reads == 1  # the first read was fresh enough for all
+    cloud.families.append('fake')
+    assert move(filter_, ['pci']) is not None  # within the window
+    monkeypatch.setattr(admission, 'REFUSAL_FRESHNESS', 0.0)
+    assert move(filter_, ['pci']) is None  # after it: read, and seen
     assert cloud.reads == 2

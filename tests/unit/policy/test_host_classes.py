@@ -1,5 +1,8 @@
-"""The scheduler filter's host classes: the shortcut keys give the same
-class as building each host's view, and never an earlier host's."""
+"""The scheduler filter's host classes.
+
+The shortcut keys give the same class as building each host's view, and
+never an earlier host's; the filter passes what per-host decisions pass.
+"""
 
 import itertools
 
@@ -85,3 +88,61 @@ def test_a_changed_host_gets_its_new_class():
     third, view = nova_input.host_class_of_state(state, cache)
     assert third != second
     assert view['aggregates'][0]['metadata'] == {'maintenance': 'true'}
+
+
+def test_filter_passes_what_deciding_each_host_passes(tmp_path):
+    """XHVPolicyFilter against the engine deciding each host on its own.
+
+    Classes and the per-request applicability, over many mixed hosts.
+    """
+    from oslo_config import cfg
+    from oslo_config import fixture as config_fixture
+
+    import nova_xhv.conf  # noqa: F401  registers [xhv_policy]
+    from nova_xhv.policy import engine
+    from nova_xhv.scheduler import policy_filter
+    from tests.unit.policy import test_templates as tables
+
+    (tmp_path / 'policy.yaml').write_text(__import__('yaml').safe_dump(
+        {'rules': tables.RULES}))
+    conf = config_fixture.Config(cfg.CONF)
+    conf.setUp()
+    try:
+        conf.config(group='xhv_policy', policy_file=str(
+            tmp_path / 'policy.yaml'), policy_dir=str(tmp_path / 'none'))
+        scheduler_filter = policy_filter.XHVPolicyFilter()
+    finally:
+        conf.cleanUp()
+    scratch = engine.Policy.from_files(str(tmp_path / 'policy.yaml'), None,
+                                       memo_size=0)
+    states = []
+    for index, (hv_type, family, caps, aggregate) in enumerate(
+            itertools.product(('QEMU', 'VMware'), ('kvm', 'vmware', 'fake'),
+                              ('uefi', 'uefi,secure_boot'),
+                              ('gold', 'silver'))):
+        state = HostState(hv_type, {'xhv_family': family,
+                                    'xhv_accepts': 'kvm,vmware,fake',
+                                    'xhv_capabilities': caps},
+                          [(aggregate, {'availability_zone': 'az1'})])
+        state.host = 'host-%d' % index
+        states.append(state)
+    split = []
+    for project, props in ((tables.P1, {}), (tables.P2, {}),
+                           (tables.P3, {'os_secure_boot': 'required'})):
+        request = inputs.document(
+            'boot', inputs.caller(['member'], project),
+            inputs.server(None, project, (), {}, 'm1', {}, props),
+            point='scheduler')
+        scheduler_filter._request = lambda spec, request=request: request
+        before = scheduler_filter.decisions
+        passed = [s.host for s in scheduler_filter.filter_all(states, None)]
+        want = [s.host for s in states if scratch.decide(dict(
+            request, destination=nova_input.host_of_state(s))).allowed]
+        assert passed == want
+        split.append(0 < len(want) < len(states))
+        # One query per class (hypervisor_type is not in the view when
+        # the compute names its family: two hosts a class here).
+        classes = {inputs.host_class(nova_input.host_of_state(s))
+                   for s in states}
+        assert scheduler_filter.decisions - before == len(classes) == 12
+    assert split == [True, False, True]  # P2's rule only warns

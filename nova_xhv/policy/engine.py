@@ -14,7 +14,11 @@ scheduler, every compute):
     only ``xhv-policy test`` runs.
 
 Everything is compiled once into one bundle; a decision is one query of
-it (``x := {"deny": data.xhv.deny, ...}``).  The digest names what was
+it (``x := {"deny": data.xhv.deny, ...}``).  One request decided for many
+destinations (``decide_each``: the scheduler's host classes) first asks
+once which rule instances its match blocks select, then runs only those
+per destination.  Decisions are remembered by exactly the input values
+the modules read (nova_xhv.policy.memo).  The digest names what was
 loaded (rules and module texts), so computes can tell whether they run
 the same policy.
 """

@@ -62,27 +62,27 @@ _excluded contains id if {
 	count({tag | some tag in tags; tag in have}) == 0
 }
 
-# Values are strings on both sides (the loader and nova_xhv.policy.inputs
-# write them so).
 _excluded contains id if {
 	some id, wanted in data.xhv.match_index.metadata
-	have := object.get(input, ["server", "metadata"], {})
-	some key, value in wanted
-	object.get(have, key, null) != value
+	not _pairs_hold(wanted, object.get(input, ["server", "metadata"], {}))
 }
 
 _excluded contains id if {
 	some id, wanted in data.xhv.match_index.image_properties
-	have := object.get(input, ["server", "image", "properties"], {})
-	some key, value in wanted
-	object.get(have, key, null) != value
+	not _pairs_hold(wanted, object.get(input, ["server", "image", "properties"], {}))
 }
 
 _excluded contains id if {
 	some id, wanted in data.xhv.match_index.flavor_extra_specs
-	have := object.get(input, ["server", "flavor", "extra_specs"], {})
-	some key, value in wanted
-	object.get(have, key, null) != value
+	not _pairs_hold(wanted, object.get(input, ["server", "flavor", "extra_specs"], {}))
+}
+
+# Values are strings on both sides (the loader and nova_xhv.policy.inputs
+# write them so); anything but a mapping holds no pairs.
+_pairs_hold(wanted, have) if {
+	every key, value in wanted {
+		object.get(have, key, null) == value
+	}
 }
 
 # For operator modules: does this rule instance select the request?

@@ -209,3 +209,24 @@ def test_escaping_fast_path_is_what_json_writes():
                        for _ in range(chance.randint(0, 6)))
         assert engine._escaped(text) == json.dumps(
             text, ensure_ascii=False)[1:-1], repr(text)
+
+
+def test_match_blocks_on_odd_servers():
+    """Null or missing server fields select no rule that asks for them."""
+    rules = [{'id': 'meta', 'template': 'required_capabilities',
+              'match': {'metadata': {'k': 'v'}},
+              'parameters': {'capabilities': ['x']}},
+             {'id': 'tagged', 'template': 'required_capabilities',
+              'match': {'tags': ['t']}, 'parameters': {'capabilities': ['x']}}]
+    policy = fresh(rules=rules)
+    for server in ({'metadata': None, 'tags': None}, {}, None,
+                   {'metadata': {'k': 'v'}, 'tags': ['t']},
+                   {'metadata': ['k'], 'tags': 't'}):
+        document = {'action': 'boot', 'server': server,
+                    'destination': {'family': 'kvm', 'capabilities': []}}
+        got = policy.decide(document).rule_ids
+        each = policy.decide_each(document, [document['destination']] * 2)
+        assert [d.rule_ids for d in each] == [got, got]
+        want = ['meta', 'tagged'] if server and server.get('tags') == [
+            't'] else []
+        assert got == want, server

@@ -36,6 +36,14 @@ policy_opts = [
                      '[xhv] exchange options), e.g. secure_boot, '
                      'encrypted_disks. Rules of the required_capabilities '
                      'template read them.'),
+    cfg.IntOpt('decision_cache_size', default=1024, min=0,
+               help='Decisions each service remembers, keyed by exactly the '
+                    'input values the policy\'s modules read (and the '
+                    'policy digest), so a request like an earlier one is '
+                    'answered without the Rego engine. 0 turns it off. A '
+                    'policy calling a non-deterministic built-in '
+                    '(time.now_ns, rand.*, http.send, ...) is never '
+                    'cached.'),
     cfg.BoolOpt('notify', default=True,
                 help='Send every decision that names a rule as an '
                      'oslo.messaging notification (CADF payload).'),

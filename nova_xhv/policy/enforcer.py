@@ -20,7 +20,8 @@ LOG = logging.getLogger(__name__)
 class Enforcer(object):
 
     def __init__(self, policy_file, policy_dir, fail_closed=True,
-                 point='driver', reporter=None):
+                 point='driver', reporter=None,
+                 memo_size=engine.MEMO_SIZE):
         self.point = point
         self.fail_closed = fail_closed
         self.policy = None
@@ -29,7 +30,8 @@ class Enforcer(object):
         # instance action events (nova_xhv.policy.nova_report).
         self.reporter = reporter
         try:
-            self.policy = engine.Policy.from_files(policy_file, policy_dir)
+            self.policy = engine.Policy.from_files(policy_file, policy_dir,
+                                                   memo_size=memo_size)
         except engine.PolicyError as error:
             self.error = error
         except Exception as error:
@@ -41,7 +43,7 @@ class Enforcer(object):
     def from_conf(cls, conf, point, reporter=None):
         """From ``conf`` = CONF.xhv_policy."""
         return cls(conf.policy_file, conf.policy_dir, conf.fail_closed,
-                   point, reporter)
+                   point, reporter, conf.decision_cache_size)
 
     @property
     def digest(self):
@@ -59,10 +61,22 @@ class Enforcer(object):
         counts = self.policy.counts()
         LOG.info('XHV policy %s loaded at the %s enforcement point from %s '
                  'and %s/*.rego: %d rules (%d deny, %d warn, %d dryrun), %d '
-                 'operator modules; %s', self.policy.short_digest,
+                 'operator modules; %s; %s', self.policy.short_digest,
                  self.point, policy_file, policy_dir,
                  len(self.policy.rules), counts['deny'], counts['warn'],
-                 counts['dryrun'], len(self.policy.operator_modules), mode)
+                 counts['dryrun'], len(self.policy.operator_modules), mode,
+                 self._memo_text())
+
+    def _memo_text(self):
+        memo = self.policy.memo
+        if memo.enabled:
+            return ('decisions remembered (up to %d) by the input values the '
+                    'policy reads' % memo.size)
+        if memo.size:
+            return ('decisions not remembered: a module calls a '
+                    'non-deterministic built-in')
+        return ('decisions not remembered ([xhv_policy] '
+                'decision_cache_size = 0)')
 
     def _unavailable(self, why):
         violation = engine.Violation(
@@ -89,7 +103,7 @@ class Enforcer(object):
                           '%s', self.point, error)
                 decision = self._unavailable(error)
         if log:
-            self._log(document, decision)
+            self.log(document, decision)
         if report and self.reporter is not None and decision.rule_ids:
             try:
                 self.reporter(context, self.point, document, decision)
@@ -97,7 +111,23 @@ class Enforcer(object):
                 LOG.exception('Could not report an XHV policy decision')
         return decision
 
-    def _log(self, document, decision):
+    def decide_each(self, request, destinations):
+        """[Decision] of one request at each destination; never raises.
+
+        Neither logged nor reported: the caller knows which of them is
+        final (the scheduler logs refused classes, nova-api reports).
+        """
+        destinations = list(destinations)
+        if self.policy is None:
+            return [self._unavailable(self.error) for _ in destinations]
+        try:
+            return self.policy.decide_each(request, destinations)
+        except engine.PolicyError as error:
+            LOG.error('XHV policy evaluation failed at the %s point: '
+                      '%s', self.point, error)
+            return [self._unavailable(error) for _ in destinations]
+
+    def log(self, document, decision):
         if not decision.rule_ids:
             return
         level = std_logging.WARNING if decision.deny or decision.warn \

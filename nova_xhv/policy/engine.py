@@ -14,7 +14,11 @@ scheduler, every compute):
     only ``xhv-policy test`` runs.
 
 Everything is compiled once into one bundle; a decision is one query of
-it (``x := {"deny": data.xhv.deny, ...}``).  The digest names what was
+it (``x := {"deny": data.xhv.deny, ...}``).  One request decided for many
+destinations (``decide_each``: the scheduler's host classes) first asks
+once which rule instances its match blocks select, then runs only those
+per destination.  Decisions are remembered by exactly the input values
+the modules read (nova_xhv.policy.memo).  The digest names what was
 loaded (rules and module texts), so computes can tell whether they run
 the same policy.
 """
@@ -30,11 +34,19 @@ import typing
 
 import yaml
 
+from nova_xhv.policy import memo as decision_memo
 from nova_xhv.policy import regov1
 from nova_xhv.policy import templates
 
 QUERY = ('x := {"deny": data.xhv.deny, "warn": data.xhv.warn, '
          '"dryrun": data.xhv.dryrun}')
+# Which rule instances select a request (their match blocks), asked once
+# when one request is decided for several destinations (decide_each).
+APPLICABLE_QUERY = 'x := data.xhv.lib.applicable_rules'
+# The input key that hands those back ({template: [rule id]}); only the
+# engine writes it.
+APPLICABLE_KEY = 'xhv_applicable_rules'
+MEMO_SIZE = 1024
 UNAVAILABLE = 'xhv-policy-unavailable'
 OPERATOR_RULE = 'operator-rule'
 _RULE_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$')
@@ -298,11 +310,27 @@ def shipped_modules(rules):
     return modules
 
 
+# What the templates read of a rule instance (its match block is in the
+# index below): every lookup of a rule copies it, so it stays small.
+_RULE_FIELDS = ('id', 'template', 'enforcement', 'parameters', 'scope')
+
+
 def rules_data(rules):
+    slim = [{key: rule[key] for key in _RULE_FIELDS} for rule in rules]
     by_template = {name: [] for name in templates.SCHEMAS}
-    for rule in rules:
+    for rule in slim:
         by_template[rule['template']].append(rule)
-    return {'xhv': {'rules': by_template}}
+    # {match key: {rule id: wanted}} of the non-empty keys: lib.rego's
+    # applicable_rules visits only the rules that use a key.
+    index = {key: {} for key in templates.MATCH_KEYS}
+    for rule in rules:
+        for key, wanted in rule['match'].items():
+            if wanted:
+                index[key][rule['id']] = wanted
+    return {'xhv': {'rules': by_template,
+                    'rule': {rule['id']: rule for rule in slim},
+                    'rule_ids': [rule['id'] for rule in rules],
+                    'match_index': index}}
 
 
 def _to_violation(entry, enforcement):
@@ -320,7 +348,7 @@ class Policy(object):
     """A loaded, compiled policy: ``decide(input document)``."""
 
     def __init__(self, rules, operator_modules, test_modules=None,
-                 source=''):
+                 source='', memo_size=MEMO_SIZE):
         import regopy  # noqa: a C extension; only where a policy loads
 
         self.rules = rules
@@ -340,10 +368,14 @@ class Policy(object):
                 self._interpreter.add_module(name, text)
             self._interpreter.add_data_json(_json(rules_data(rules)))
             self._bundle = self._interpreter.build(QUERY)
+            self._applicable_bundle = self._interpreter.build(
+                APPLICABLE_QUERY)
         except regopy.RegoError as error:
             raise PolicyError(['the policy does not compile: %s'
                                % _first_lines(error)])
         self._set_input = self._choose_input_path(regopy)
+        self.memo = decision_memo.DecisionMemo(self.modules, self.digest,
+                                               memo_size)
 
     def _choose_input_path(self, regopy):
         """How to hand the engine an input document, checked here.
@@ -369,7 +401,7 @@ class Policy(object):
             _json(document))
 
     @classmethod
-    def from_files(cls, policy_file, policy_dir):
+    def from_files(cls, policy_file, policy_dir, memo_size=MEMO_SIZE):
         document, modules, tests = read_files(policy_file, policy_dir)
         errors = []
         rules = []
@@ -384,7 +416,8 @@ class Policy(object):
         if errors:
             raise PolicyError(errors)
         return cls(rules, modules, tests,
-                   source='%s + %s/*.rego' % (policy_file, policy_dir))
+                   source='%s + %s/*.rego' % (policy_file, policy_dir),
+                   memo_size=memo_size)
 
     @property
     def short_digest(self):
@@ -398,12 +431,58 @@ class Policy(object):
 
     def decide(self, document):
         """The Decision for one input document (a JSON-able dict)."""
+        document = _without_applicable(document)
+        return self._decide(document)
+
+    def decide_each(self, request, destinations):
+        """[Decision] of ``request`` (a document) at each destination.
+
+        The rules' match blocks read only the request (action, server,
+        caller), so which rules apply is asked once and handed to every
+        destination's query: a destination then costs only the checks of
+        the rules that apply.  Same decisions as ``decide`` of each
+        ``dict(request, destination=d)``.
+        """
+        request = _without_applicable(request)
+        if len(destinations) < 2:
+            return [self._decide(dict(request, destination=d))
+                    for d in destinations]
+        applicable = self._applicable(dict(request, destination=None))
+        return [self._decide(dict(request, destination=d,
+                                  **{APPLICABLE_KEY: applicable}))
+                for d in destinations]
+
+    def _applicable(self, document):
+        """{template: [ids of its rules that select the request]}."""
+        key = self.memo.key('applicable', document)
+        found = self.memo.get(key)
+        if found is None:
+            result = self._query(self._applicable_bundle, document)
+            ids = set(_as_list(result['bindings']['x']))
+            found = {name: [] for name in templates.SCHEMAS}
+            for rule in self.rules:
+                if rule['id'] in ids:
+                    found[rule['template']].append(rule['id'])
+            self.memo.put(key, found)
+        return {name: list(ids) for name, ids in found.items()}
+
+    def _decide(self, document):
+        key = self.memo.key('decide', document)
+        found = self.memo.get(key)
+        if found is None:
+            found = self._evaluate(document)
+            self.memo.put(key, found)
+        # Callers get their own lists (Violations are frozen).
+        return Decision(digest=found.digest, deny=list(found.deny),
+                        warn=list(found.warn), dryrun=list(found.dryrun))
+
+    def _query(self, bundle, document):
         import regopy
 
         with self._lock:
             try:
                 self._set_input(document)
-                output = self._interpreter.query_bundle(self._bundle)
+                output = self._interpreter.query_bundle(bundle)
                 result = json.loads(str(output))
             except regopy.RegoError as error:
                 raise PolicyError(['evaluation failed: %s'
@@ -416,7 +495,10 @@ class Policy(object):
         if 'errors' in result or not result.get('bindings'):
             raise PolicyError(['evaluation failed: %s'
                                % str(output)[:500]])
-        found = result['bindings']['x']
+        return result
+
+    def _evaluate(self, document):
+        found = self._query(self._bundle, document)['bindings']['x']
         kinds = {kind: sorted({_to_violation(e, kind)
                                for e in _as_list(found.get(kind))},
                               key=lambda v: (v.rule, v.msg))
@@ -484,9 +566,24 @@ class Policy(object):
         return results
 
 
+def _without_applicable(document):
+    """``document`` without the key only the engine may write."""
+    if isinstance(document, dict) and APPLICABLE_KEY in document:
+        document = dict(document)
+        del document[APPLICABLE_KEY]
+    return document
+
+
+_JSON_ESCAPE = re.compile(r'[\x00-\x1f\\"]')
+
+
 def _escaped(value):
     """``value`` with every string escaped as inside a JSON string."""
     if isinstance(value, str):
+        # What json.dumps escapes (json.encoder.ESCAPE); most strings
+        # hold none of it and come back as they are.
+        if _JSON_ESCAPE.search(value) is None:
+            return value
         return json.dumps(value, ensure_ascii=False)[1:-1]
     if isinstance(value, dict):
         return {_escaped(str(k)): _escaped(v) for k, v in value.items()}

@@ -32,6 +32,9 @@ POINTS = ('api', 'scheduler', 'driver', 'exchange', 'audit', 'explain')
 STAT_CAPABILITIES = 'xhv_capabilities'
 STAT_DIGEST = 'xhv_policy_digest'
 STAT_NEW_BOOT = 'xhv_new_boot'
+# Every stat host_from_stats reads (stats_key must see all of them).
+STAT_KEYS = ('xhv_family', 'xhv_accepts', STAT_CAPABILITIES, STAT_NEW_BOOT,
+             STAT_DIGEST)
 
 
 def plain(value):
@@ -105,6 +108,12 @@ def host_from_stats(name, stats, hypervisor_type=None, aggregates=(),
                 accepts=accepts,
                 new_boot_families=split_list(stats.get(STAT_NEW_BOOT)),
                 policy_digest=stats.get(STAT_DIGEST))
+
+
+def stats_key(stats):
+    """What host_from_stats reads of ``stats``, hashable."""
+    stats = stats or {}
+    return tuple((key, stats[key]) for key in STAT_KEYS if key in stats)
 
 
 def document(action, caller_doc, server_doc, source=None, destination=None,

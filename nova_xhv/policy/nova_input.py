@@ -125,6 +125,35 @@ def host_of_state(host_state, name=None):
         aggregates, zone)
 
 
+CLASS_CACHE_SIZE = 4096
+
+
+def host_class_of_state(host_state, cache):
+    """(class key, HOST without name) of a HostState, remembered in ``cache``.
+
+    Keyed by everything host_of_state reads (hypervisor type, the stats in
+    inputs.STAT_KEYS, each aggregate's name and metadata, the default
+    zone), which is cheaper to build than the view and its key.
+    """
+    try:
+        raw = (host_state.hypervisor_type,
+               inputs.stats_key(host_state.stats),
+               tuple((a.name, tuple(sorted((a.metadata or {}).items())))
+                     for a in host_state.aggregates or ()),
+               CONF.default_availability_zone)
+        found = cache.get(raw)
+    except TypeError:  # something unhashable: no shortcut
+        raw, found = None, None
+    if found is None:
+        view = host_of_state(host_state)
+        found = (inputs.host_class(view), view)
+        if raw is not None:
+            if len(cache) >= CLASS_CACHE_SIZE:
+                cache.clear()
+            cache[raw] = found
+    return found
+
+
 def host_of_node(context, host, nodename=None):
     """A HOST from a compute's node record, in the current cell."""
     nodes = (objects.ComputeNodeList.get_all_by_host(context, host)

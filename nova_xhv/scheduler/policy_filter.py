@@ -48,34 +48,38 @@ class XHVPolicyFilter(filters.BaseHostFilter):
             CONF.xhv_policy, 'scheduler')
         # For tests and the benchmark: Rego queries made so far.
         self.decisions = 0
+        # Host states seen -> (class key, view); see host_class_of_state.
+        self._classes = {}
 
     def host_passes(self, host_state, spec_obj):
         return bool(list(self.filter_all([host_state], spec_obj)))
 
     def filter_all(self, filter_obj_list, spec_obj):
-        request = None
-        verdicts = {}
-        for host_state in filter_obj_list:
-            if request is None:
-                request = self._request(spec_obj)
-            destination = nova_input.host_of_state(host_state)
-            key = inputs.host_class(destination)
-            decision = verdicts.get(key)
-            if decision is None:
-                document = dict(request, destination=destination)
-                # Not final (one class of many): logged below when it
-                # refuses, reported by the driver when it lands.
-                decision = self.policy.decide(document, report=False,
-                                              log=False)
-                self.decisions += 1
-                verdicts[key] = decision
-                if not decision.allowed:
-                    LOG.info('XHVPolicyFilter: %s hosts refused for %s of '
-                             '%s: %s', destination.get('family'),
-                             document['action'],
-                             document['server'].get('uuid'),
-                             decision.reason())
-            if decision.allowed:
+        host_states = list(filter_obj_list)
+        if not host_states:
+            return
+        request = self._request(spec_obj)
+        classes = {}
+        keys = []
+        for host_state in host_states:
+            key, destination = nova_input.host_class_of_state(
+                host_state, self._classes)
+            classes.setdefault(key, destination)
+            keys.append(key)
+        # One query per class; which rules apply to the request is asked
+        # once for all of them (Policy.decide_each).
+        decisions = self.policy.decide_each(request, list(classes.values()))
+        self.decisions += len(decisions)
+        verdicts = dict(zip(classes, decisions))
+        for key, decision in verdicts.items():
+            if not decision.allowed:
+                # Not final (one class of many): logged here, reported by
+                # the driver when it lands.
+                LOG.info('XHVPolicyFilter: %s hosts refused for %s of %s: '
+                         '%s', classes[key].get('family'), request['action'],
+                         request['server'].get('uuid'), decision.reason())
+        for host_state, key in zip(host_states, keys):
+            if verdicts[key].allowed:
                 yield host_state
 
     def _request(self, spec_obj):

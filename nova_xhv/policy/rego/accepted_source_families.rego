@@ -9,10 +9,10 @@ import rego.v1
 import data.xhv.lib
 
 violation contains v if {
-	some rule in data.xhv.rules.accepted_source_families
 	lib.is_move
-	lib.applies(rule)
 	lib.crosses_families
+	some id in lib.applicable.accepted_source_families
+	rule := data.xhv.rule[id]
 	# null: not known here (nova-api judging a family, not a host).
 	is_array(input.destination.accepts)
 	not input.source.family in input.destination.accepts

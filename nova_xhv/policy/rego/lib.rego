@@ -19,41 +19,74 @@ crosses_families if {
 	input.source.family != input.destination.family
 }
 
-# true when the rule's match block selects this request; an absent key
-# selects everything.
-applies(rule) if {
-	# The loader writes every match key (empty: any), so no lookups with
-	# defaults here: this runs once per rule per decision.
-	_actions_match(rule.match.actions)
-	_projects_match(rule.match.projects)
-	_tags_match(rule.match.tags)
-	_pairs_match(rule.match.metadata, object.get(input, ["server", "metadata"], {}))
-	_pairs_match(rule.match.image_properties, object.get(input, ["server", "image", "properties"], {}))
-	_pairs_match(rule.match.flavor_extra_specs, object.get(input, ["server", "flavor", "extra_specs"], {}))
+# {template name: [ids of its rule instances whose match block selects
+# this request]}; a template iterates only these (rego-cpp 1.5 spends ~10
+# us a binding, so iterating every rule per destination is what costs).
+# Deciding one request for many destinations (the scheduler's host
+# classes, nova-api's families), the engine asks for applicable_rules once
+# and hands them back, grouped so, as input.xhv_applicable_rules: the
+# match block reads nothing of the source or the destination, so one
+# answer holds for every destination.
+applicable := input.xhv_applicable_rules if is_object(input.xhv_applicable_rules)
+
+applicable := {name: [rule.id | some rule in rules; rule.id in applicable_rules] |
+	some name, rules in data.xhv.rules
+} if not is_object(input.xhv_applicable_rules)
+
+# The ids of the rule instances whose match block selects this request:
+# all but those a non-empty match key excludes (an empty key selects
+# everything).  Reads only action, server and caller (see applicable).
+# data.xhv.match_index.<key> holds, for each rule whose match has that key
+# non-empty, {rule id: wanted value}: so each check below visits only the
+# rules that use its key.  Checks stand in rule bodies, not function
+# bodies: rego-cpp 1.5 stops a rule body at its first failing statement
+# but evaluates every call in a function body.
+applicable_rules contains id if {
+	some id in data.xhv.rule_ids
+	not _excluded[id]
 }
 
-_actions_match(actions) if count(actions) == 0
-
-_actions_match(actions) if input.action in actions
-
-_projects_match(projects) if count(projects) == 0
-
-_projects_match(projects) if input.server.project_id in projects
-
-_tags_match(tags) if count(tags) == 0
-
-_tags_match(tags) if {
-	some tag in tags
-	tag in object.get(input, ["server", "tags"], [])
+_excluded contains id if {
+	some id, actions in data.xhv.match_index.actions
+	not input.action in actions
 }
 
-# Values are strings on both sides (the loader and the input builder
-# write them so).
-_pairs_match(wanted, have) if {
+_excluded contains id if {
+	some id, projects in data.xhv.match_index.projects
+	not input.server.project_id in projects
+}
+
+_excluded contains id if {
+	some id, tags in data.xhv.match_index.tags
+	have := object.get(input, ["server", "tags"], [])
+	count({tag | some tag in tags; tag in have}) == 0
+}
+
+_excluded contains id if {
+	some id, wanted in data.xhv.match_index.metadata
+	not _pairs_hold(wanted, object.get(input, ["server", "metadata"], {}))
+}
+
+_excluded contains id if {
+	some id, wanted in data.xhv.match_index.image_properties
+	not _pairs_hold(wanted, object.get(input, ["server", "image", "properties"], {}))
+}
+
+_excluded contains id if {
+	some id, wanted in data.xhv.match_index.flavor_extra_specs
+	not _pairs_hold(wanted, object.get(input, ["server", "flavor", "extra_specs"], {}))
+}
+
+# Values are strings on both sides (the loader and nova_xhv.policy.inputs
+# write them so); anything but a mapping holds no pairs.
+_pairs_hold(wanted, have) if {
 	every key, value in wanted {
 		object.get(have, key, null) == value
 	}
 }
+
+# For operator modules: does this rule instance select the request?
+applies(rule) if rule.id in applicable[rule.template]
 
 # One edge of a move matrix: {"from": family|"*", "to": family|"*",
 # "roles": [...] (empty or absent: any caller)}.

@@ -9,9 +9,9 @@ import rego.v1
 import data.xhv.lib
 
 violation contains v if {
-	some rule in data.xhv.rules.move_matrix
 	lib.is_move
-	lib.applies(rule)
+	some id in lib.applicable.move_matrix
+	rule := data.xhv.rule[id]
 	_in_scope(rule.parameters)
 	not _allowed(rule.parameters)
 	v := {"rule": rule.id, "enforcement": rule.enforcement, "msg": concat("", [

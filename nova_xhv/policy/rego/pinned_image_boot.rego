@@ -8,10 +8,11 @@ import rego.v1
 import data.xhv.lib
 
 violation contains v if {
-	some rule in data.xhv.rules.pinned_image_boot
 	input.action in {"boot", "unshelve"}
-	lib.applies(rule)
 	pinned := input.server.image.pinned_family
+	is_string(pinned)
+	some id in lib.applicable.pinned_image_boot
+	rule := data.xhv.rule[id]
 	pinned
 	input.destination.family
 	pinned != input.destination.family

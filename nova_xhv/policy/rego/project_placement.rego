@@ -8,10 +8,10 @@ import rego.v1
 import data.xhv.lib
 
 violation contains v if {
-	some rule in data.xhv.rules.project_placement
-	lib.applies(rule)
 	input.action in lib.placement_actions
 	input.destination
+	some id in lib.applicable.project_placement
+	rule := data.xhv.rule[id]
 	some reason in _reasons(rule.parameters)
 	v := {"rule": rule.id, "enforcement": rule.enforcement, "msg": reason}
 }

@@ -10,10 +10,10 @@ import rego.v1
 import data.xhv.lib
 
 violation contains v if {
-	some rule in data.xhv.rules.required_capabilities
-	lib.applies(rule)
 	input.action in lib.placement_actions
 	input.destination
+	some id in lib.applicable.required_capabilities
+	rule := data.xhv.rule[id]
 	_family_in_scope(object.get(rule.parameters, "families", []))
 	have := {c | some c in object.get(input.destination, "capabilities", [])}
 	missing := {c | some c in rule.parameters.capabilities} - have

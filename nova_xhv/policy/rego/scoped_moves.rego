@@ -10,9 +10,9 @@ import rego.v1
 import data.xhv.lib
 
 violation contains v if {
-	some rule in data.xhv.rules.scoped_moves
 	lib.is_move
-	lib.applies(rule)
+	some id in lib.applicable.scoped_moves
+	rule := data.xhv.rule[id]
 	input.source.family
 	input.destination.family
 	not _allowed(rule.parameters)

@@ -50,6 +50,9 @@ CACHED_TAG = 'xhv-image-%s'
 STAGED_TAG = 'xhv-staged-%s'
 EXPORT_TAG = 'xhv-export-%s'
 SERVER_NAME = 'xhv-%s'
+# Remote ports: named by position and home port, described by instance.
+PORT_NAME = 'xhv-%02d-%s'
+PORT_OWNER = 'xhv-instance:%s'
 # Nova's status of a remote server -> its power state, when the remote
 # API does not show OS-EXT-STS:power_state.
 STATUS_POWER = {'ACTIVE': power_state.RUNNING,
@@ -263,14 +266,12 @@ class CloudBackend(base.Backend):
                                           internal_id=server.id)
 
     def plugged_ports(self, instance):
-        # The remote cloud holds the ports: (remote port id, MAC).
-        server = self._get(instance)
+        # The remote ports made for the home ports, in order.
+        self._get(instance)
         found = []
-        for addresses in (server.addresses or {}).values():
-            for address in addresses:
-                mac = address.get('OS-EXT-IPS-MAC:mac_addr')
-                if mac and (None, mac) not in found:
-                    found.append((None, mac))
+        for port in self._ports(instance):
+            home = (port.name or '').split('-', 2)[-1] or None
+            found.append((home, port.mac_address))
         return found
 
     def power_off(self, instance, timeout=0, retry_interval=0):
@@ -304,14 +305,15 @@ class CloudBackend(base.Backend):
                 destroy_disks=True, destroy_secrets=True):
         server = self._find(instance)
         if server is None:
-            LOG.info('Instance %s has no server in cloud %s; nothing to '
-                     'destroy', instance.uuid, self.cloud)
-            return
-        call = 'DELETE /servers/%s' % server.id
-        with self._call(call):
-            self.conn.compute.delete_server(server, ignore_missing=True)
-            self.conn.compute.wait_for_delete(
-                server, interval=0.5, wait=self.conf.build_timeout)
+            LOG.info('Instance %s has no server in cloud %s', instance.uuid,
+                     self.cloud)
+        else:
+            call = 'DELETE /servers/%s' % server.id
+            with self._call(call):
+                self.conn.compute.delete_server(server, ignore_missing=True)
+                self.conn.compute.wait_for_delete(
+                    server, interval=0.5, wait=self.conf.build_timeout)
+        self._delete_ports(instance)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, migrate_data=None, destroy_vifs=True,
@@ -354,46 +356,104 @@ class CloudBackend(base.Backend):
                        % (home.vcpus, home.memory_mb, home.root_gb))
         return min(fitting, key=lambda f: (f.vcpus, f.ram, f.disk, f.name))
 
-    def _networks(self, network_info):
-        """Remote networks for the home ports ("none" when there are none).
+    def _remote_networks(self, network_info):
+        """[(Nic, remote network id)] for the home ports, checked first.
 
-        Each home port's network maps to a remote network by
-        ``[xhv_cloud] network_map`` or by name.
+        Each home port goes on the remote network ``[xhv_cloud]
+        network_map`` names for its network (by id or name), else the one
+        its binding names (``cloud_network``, the segment's network as
+        XHV's ML2 driver names it), else the remote network of the same
+        name.
         """
-        nics = self.nics(network_info)
-        if not nics:
-            return 'none'
+        vifs = list(network_info or [])
+        nics = self.nics(vifs)
         wanted = []
-        for vif, nic in zip(network_info, nics):
+        for vif, nic in zip(vifs, nics):
             network = vif.get('network') or {}
             target = None
             for key in (network.get('id'), network.get('label')):
                 if key and key in self.conf.network_map:
                     target = self.conf.network_map[key]
                     break
-            target = target or network.get('label')
-            with self._call('GET /v2.0/networks?name=%s' % target):
-                remote_net = self.conn.network.find_network(
-                    target, ignore_missing=True) if target else None
+            target = target or nic.port_group or network.get('label')
+            remote_net = None
+            if target:
+                with self._call('GET /v2.0/networks?name=%s' % target):
+                    remote_net = self.conn.network.find_network(
+                        target, ignore_missing=True)
             if remote_net is None:
                 raise base.VifRefused(
                     family=self.family, port_id=nic.port_id,
                     reason='cloud %s has no network %r; map it in '
                            '[xhv_cloud] network_map' % (self.cloud, target))
-            wanted.append({'uuid': remote_net.id})
+            wanted.append((nic, remote_net.id))
         return wanted
 
+    def _make_ports(self, instance, networks):
+        """Remote ports with the home ports' MACs, in order (cleaned up on
+        failure); their description names the instance."""
+        made = []
+        try:
+            for n, (nic, network_id) in enumerate(networks):
+                attrs = {'network_id': network_id,
+                         # The instance's project (a Neutron without
+                         # Keystone would not know it).
+                         'project_id': self.conn.current_project_id,
+                         'name': PORT_NAME % (n, nic.port_id),
+                         'description': PORT_OWNER % instance.uuid}
+                call = 'POST /v2.0/ports (home port %s)' % nic.port_id
+                try:
+                    with self._call(call):
+                        port = self.conn.network.create_port(
+                            mac_address=nic.mac, **attrs)
+                except errors.RemoteCloudError as exc:
+                    if errors.status_of(exc.__cause__) != 403:
+                        raise
+                    # The remote project may not set MACs: a new one.
+                    LOG.warning('Cloud %s refused MAC %s for home port %s; '
+                                'the remote port gets its own', self.cloud,
+                                nic.mac, nic.port_id)
+                    with self._call(call):
+                        port = self.conn.network.create_port(**attrs)
+                made.append(port)
+        except Exception:
+            self._delete_ports(instance)
+            raise
+        return [{'port': port.id} for port in made] or 'none'
+
+    def _ports(self, instance):
+        with self._call('GET /v2.0/ports?description=%s'
+                        % (PORT_OWNER % instance.uuid)):
+            ports = list(self.conn.network.ports(
+                description=PORT_OWNER % instance.uuid))
+        return sorted(ports, key=lambda p: p.name or '')
+
+    def _delete_ports(self, instance):
+        if not self._has_network():
+            return
+        for port in self._ports(instance):
+            with self._call('DELETE /v2.0/ports/%s' % port.id):
+                self.conn.network.delete_port(port, ignore_missing=True)
+
+    def _has_network(self):
+        try:
+            return self.conn.has_service('network')
+        except Exception:  # noqa: B902 - no catalog entry: no Neutron
+            return False
+
     def _boot(self, instance, image_id, network_info, power_on, call):
-        networks = self._networks(network_info)
+        networks = self._remote_networks(network_info)
         if self._find(instance) is not None:
             raise exception.InstanceExists(name=instance.uuid)
         flavor = self._flavor(instance)
-        with self._call(call):
-            server = self.conn.compute.create_server(
-                name=SERVER_NAME % instance.uuid, image_id=image_id,
-                flavor_id=flavor.id, networks=networks,
-                metadata={HOME_UUID: instance.uuid})
+        ports = self._make_ports(instance, networks)
+        server = None
         try:
+            with self._call(call):
+                server = self.conn.compute.create_server(
+                    name=SERVER_NAME % instance.uuid, image_id=image_id,
+                    flavor_id=flavor.id, networks=ports,
+                    metadata={HOME_UUID: instance.uuid})
             server = self._wait(server, ('ACTIVE',), call)
             if not power_on:
                 stop = 'POST /servers/%s/action os-stop' % server.id
@@ -401,7 +461,9 @@ class CloudBackend(base.Backend):
                     self.conn.compute.stop_server(server)
                 self._wait(server, ('SHUTOFF',), stop)
         except Exception:
-            self._delete_server(server)
+            if server is not None:
+                self._delete_server(server)
+            self._delete_ports(instance)
             raise
         return server
 
@@ -481,7 +543,7 @@ class CloudBackend(base.Backend):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        self._networks(network_info)  # refuse bad ports before anything
+        self._remote_networks(network_info)  # refuse bad ports first
         if driver.block_device_info_get_mapping(block_device_info):
             raise UnsupportedRequest(what='volumes (remote Cinder)')
         if self._find(instance) is not None:
@@ -636,7 +698,7 @@ class CloudBackend(base.Backend):
     def spawn_from_disks(self, context, instance, disks, network_info,
                          image_meta, block_device_info=None, hardware=None,
                          power_on=True):
-        self._networks(network_info)  # refuse bad ports before anything
+        self._remote_networks(network_info)  # refuse bad ports first
         if driver.block_device_info_get_mapping(block_device_info):
             raise UnsupportedRequest(what='volumes (remote Cinder)')
         if self._find(instance) is not None:

@@ -61,7 +61,7 @@ def _short(text):
     return text if len(text) <= MAX_REASON else text[:MAX_REASON] + '...'
 
 
-def _status(exc):
+def status_of(exc):
     for name in ('status_code', 'http_status'):
         value = getattr(exc, name, None)
         if isinstance(value, int):
@@ -95,7 +95,7 @@ def translate(exc, cloud, call):
         return RemoteCloudUnreachable(reason=_short(exc), **kwargs)
     if isinstance(exc, ks_exc.Unauthorized):
         return RemoteCloudAuthFailed(reason=_short(exc), **kwargs)
-    status = _status(exc)
+    status = status_of(exc)
     if isinstance(exc, (sdk_exc.HttpException, ks_exc.HttpError)) or \
             status is not None:
         message = _remote_message(exc)
@@ -124,7 +124,7 @@ def server_fault(cloud, call, server):
 def is_not_found(exc):
     from openstack import exceptions as sdk_exc
     return isinstance(exc, sdk_exc.NotFoundException) or \
-        _status(exc) == 404
+        status_of(exc) == 404
 
 
 @contextlib.contextmanager

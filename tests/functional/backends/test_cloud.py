@@ -33,6 +33,8 @@ MiB = disks.MiB
 @pytest.fixture(scope='session')
 def remote():
     cloud = remote_cloud.RemoteCloud().start()
+    cloud.make_network('xhv-conformance')
+    cloud.make_network('xhv-conformance-101', vlan=101)
     yield cloud
     cloud.stop()
 
@@ -52,8 +54,9 @@ class CloudBed(conformance.TestBed):
                 name='home.tiny', vcpus=1, memory_mb=256, root_gb=1,
                 ephemeral_gb=0, swap=0))
 
-    def vif(self, n, vlan=None):
-        return None  # the remote project has no network in this bed
+    # Remote networks named as XHV's ML2 driver names the home segments
+    # (the binding's cloud_network); made once per session.
+    switch = 'home-switch'
 
     def leftovers(self, instance):
         """Remote servers and images of the federation project for it."""
@@ -207,7 +210,7 @@ def _user_auth(remote):
 def _any_image(bed, tmp_path):
     """A small private image of the federation project."""
     raw = str(tmp_path / 'foreign.raw')
-    disks.make_bootable_disk(raw, virtual_size=MiB)
+    disks.make_bootable_disk(raw, virtual_size=4 * MiB)
     user = remote_cloud.connect(**_user_auth(bed.remote))
     return user.image.create_image('foreign-%s' % os.path.basename(
         str(tmp_path)), filename=raw, disk_format='raw',

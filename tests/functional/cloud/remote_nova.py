@@ -25,7 +25,7 @@ from wsgiref import simple_server
 
 os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
 
-HOST = 'remote-compute'
+HOST = 'remote-compute'  # tests.fixtures.remote_cloud.REMOTE_COMPUTE
 
 
 def file_driver_module(state):
@@ -52,10 +52,12 @@ def file_driver_module(state):
 
         def snapshot(self, context, instance, image_id, update_task_state):
             super().snapshot(context, instance, image_id, update_task_state)
-            image = glance.API().get(context, instance.image_ref)
-            meta = {'disk_format': image.get('disk_format') or 'qcow2',
-                    'container_format': 'bare'}
-            with open(os.path.join(disks, instance.uuid), 'rb') as data:
+            path = os.path.join(disks, instance.uuid)
+            with open(path, 'rb') as data:
+                # What the disk is (its image may be gone already).
+                fmt = 'qcow2' if data.read(4) == b'QFI\xfb' else 'raw'
+            meta = {'disk_format': fmt, 'container_format': 'bare'}
+            with open(path, 'rb') as data:
                 glance.API().update(context, image_id, meta, data=data)
 
         def destroy(self, context, instance, network_info,

@@ -61,6 +61,8 @@ STATUS_POWER = {'ACTIVE': power_state.RUNNING,
                 'SUSPENDED': power_state.SUSPENDED,
                 'ERROR': power_state.CRASHED}
 TRAIT_PREFIX = 'CUSTOM_XHV_CLOUD_'
+# Seconds between two looks at a remote server or image that is changing.
+POLL_INTERVAL = 0.25
 REGION_TRAIT_PREFIX = 'CUSTOM_XHV_REGION_'
 
 
@@ -246,7 +248,7 @@ class CloudBackend(base.Backend):
                     reason='server %s is still %s/%s after %ss' % (
                         server.id, server.status, server.task_state,
                         self.conf.build_timeout))
-            time.sleep(0.5)
+            time.sleep(POLL_INTERVAL)
 
     def list_instance_uuids(self):
         return [s.metadata[HOME_UUID] for s in self._servers()]
@@ -312,7 +314,8 @@ class CloudBackend(base.Backend):
             with self._call(call):
                 self.conn.compute.delete_server(server, ignore_missing=True)
                 self.conn.compute.wait_for_delete(
-                    server, interval=0.5, wait=self.conf.build_timeout)
+                    server, interval=POLL_INTERVAL,
+                    wait=self.conf.build_timeout)
         self._delete_ports(instance)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
@@ -390,8 +393,10 @@ class CloudBackend(base.Backend):
         return wanted
 
     def _make_ports(self, instance, networks):
-        """Remote ports with the home ports' MACs, in order (cleaned up on
-        failure); their description names the instance."""
+        """Remote ports with the home ports' MACs, in order.
+
+        Their description names the instance; none is left on failure.
+        """
         made = []
         try:
             for n, (nic, network_id) in enumerate(networks):
@@ -472,7 +477,8 @@ class CloudBackend(base.Backend):
             with self._call('DELETE /servers/%s' % server.id):
                 self.conn.compute.delete_server(server, ignore_missing=True)
                 self.conn.compute.wait_for_delete(
-                    server, interval=0.5, wait=self.conf.build_timeout)
+                    server, interval=POLL_INTERVAL,
+                    wait=self.conf.build_timeout)
         except Exception as exc:
             LOG.warning('Could not delete remote server %s of cloud %s '
                         'after a failed build: %s', server.id, self.cloud,
@@ -606,7 +612,7 @@ class CloudBackend(base.Backend):
                     cloud=self.cloud, call=call,
                     reason='image %s still %s after %ss' % (
                         image.id, image.status, self.conf.build_timeout))
-            time.sleep(0.5)
+            time.sleep(POLL_INTERVAL)
 
     # -- the disk exchange -------------------------------------------------
 

@@ -7,7 +7,6 @@ The backend reaches it as project ``federation`` through an application
 credential in a clouds.yaml entry, exactly as an operator configures it.
 """
 
-import hashlib
 import os
 
 from nova.compute import power_state
@@ -171,8 +170,8 @@ def test_a_disk_goes_in_and_comes_back_byte_identical(bed, tmp_path):
     assert bed.leftovers(instance) == []
 
 
-def test_capacity_is_the_remote_quota_less_foreign_usage(bed, remote,
-                                                        tmp_path):
+def test_capacity_is_the_remote_quota_less_foreign_usage(
+        bed, remote, tmp_path):
     admin = bed.admin
     project = remote.project.id
     admin.set_compute_quotas(project, cores=6, ram=8192, instances=4)
@@ -326,9 +325,58 @@ def test_console_log_and_list_instance_uuids(bed, tmp_path):
         bed.destroy(instance)
 
 
-def test_image_is_cached_by_content_hash(bed):
-    """The hash decides the cache tag: same content, same remote image."""
-    digest = hashlib.sha512(b'x').hexdigest()
-    tag = cloud_backend.CACHED_TAG % hashlib.sha256(
-        digest.encode()).hexdigest()[:48]
-    assert len(tag) < 255 and digest not in tag
+def test_spawn_uploads_a_home_image_once_and_translates_it(
+        bed, remote, tmp_path):
+    """spawn from the home Glance: translated, uploaded once, cached.
+
+    The home Glance is played by the remote cloud's Glance in another
+    project (admin's): Nova's image API reads it with admin's token.
+    """
+    admin = bed.admin
+    raw = str(tmp_path / 'home.raw')
+    disks.make_bootable_disk(raw, virtual_size=4 * MiB)
+    expected = disks.sha256_file(raw)
+    home = admin.image.create_image(
+        'home-%s' % os.path.basename(str(tmp_path)), filename=raw,
+        disk_format='raw', container_format='bare', wait=True)
+    fixture = config_fixture.Config(cfg.CONF)
+    fixture.setUp()
+    fixture.config(group='glance', endpoint_override=remote.url['glance'])
+    context = nova_context.RequestContext(
+        user_id=admin.current_user_id, project_id=admin.current_project_id,
+        auth_token=admin.auth_token, is_admin=True)
+    meta = objects.ImageMeta.from_dict({
+        'id': home.id, 'disk_format': 'raw', 'container_format': 'bare',
+        'properties': {}})
+    backend = bed.backend
+    instances = [bed.new_instance(), bed.new_instance()]
+    try:
+        for instance in instances:
+            backend.spawn(context, instance, meta, [], None, {})
+            assert backend.get_info(instance).state == power_state.RUNNING
+        cached = [i for i in admin.image.images()
+                  if i.name == 'xhv-cache-%s' % home.id]
+        # One remote copy for both, private, in the remote image format.
+        assert len(cached) == 1
+        assert cached[0].disk_format == 'qcow2'
+        assert cached[0].visibility == 'private'
+        assert cached[0].owner == remote.project.id
+        # What the remote compute got is the home image, byte for byte.
+        backend.power_off(instances[0])
+        exported = backend.export_disks(bed.context, instances[0])
+        reader = backend.open_exported_disk(exported[0])
+        path = str(tmp_path / 'exported')
+        with open(path, 'wb') as f:
+            for chunk in reader.iter_range(0, reader.size - 1):
+                f.write(chunk)
+        backend.release_exported_disks(bed.context, instances[0], exported)
+        assert _raw_of(path, 'qcow2', tmp_path) == expected
+    finally:
+        for instance in instances:
+            bed.destroy(instance)
+            assert bed.leftovers(instance) == []
+        fixture.cleanUp()
+        admin.image.delete_image(home)
+        for image in admin.image.images():
+            if image.name == 'xhv-cache-%s' % home.id:
+                admin.image.delete_image(image)

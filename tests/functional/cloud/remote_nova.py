@@ -7,9 +7,10 @@ nova-conductor, nova-scheduler and nova-compute as Nova's own ``Service``
 objects and nova-api's WSGI application (Keystone auth, the paste
 pipeline Nova ships) on a free port, all in one process, messaging over
 ``fake:/`` (oslo.messaging's in-process driver: one process needs no
-broker).  The API listens on the port given as the second argument.  The compute runs ``FileDriver``: Nova's ``fake.FakeDriver``
-that also keeps each server's disk as a file, fetched from the remote
-Glance at spawn and uploaded back by snapshot, so data really travel
+broker).  The API listens on the port given as the second argument.
+The compute runs ``FileDriver``: Nova's ``fake.FakeDriver`` that also
+keeps each server's disk as a file, fetched from the remote Glance at
+spawn and uploaded back by snapshot, so data really travel
 through the remote cloud's APIs.  Writes ``<state>/nova-ready`` (the API
 port); stops on SIGTERM.
 """
@@ -35,6 +36,9 @@ def file_driver_module(state):
     from nova.compute import task_states
     from nova.image import glance
     from nova.virt import fake
+    from oslo_log import log as logging
+
+    LOG = logging.getLogger('nova.virt.xhvtestfile')
 
     disks = os.path.join(state, 'disks')
     os.makedirs(disks, exist_ok=True)
@@ -51,6 +55,14 @@ def file_driver_module(state):
                           block_device_info, power_on, accel_info)
 
         def snapshot(self, context, instance, image_id, update_task_state):
+            try:
+                self._snapshot(context, instance, image_id,
+                               update_task_state)
+            except Exception:
+                LOG.exception('snapshot of %s failed', instance.uuid)
+                raise
+
+        def _snapshot(self, context, instance, image_id, update_task_state):
             super().snapshot(context, instance, image_id, update_task_state)
             path = os.path.join(disks, instance.uuid)
             with open(path, 'rb') as data:
@@ -79,6 +91,35 @@ def file_driver_module(state):
     return module
 
 
+def serialize_sqlite_writers():
+    """Every SQLite transaction takes the write lock when it begins.
+
+    The services' threads share each database file; a transaction that
+    read first and writes later fails with "database is locked" when
+    another holds the lock (SQLite cannot upgrade it).  BEGIN IMMEDIATE
+    makes them queue instead (busy timeout 60 s).
+    """
+    import sqlite3
+
+    from sqlalchemy.engine import Engine
+    from sqlalchemy import event
+    from sqlalchemy import pool
+
+    @event.listens_for(pool.Pool, 'connect')
+    def _connect(dbapi_connection, record):
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            dbapi_connection.execute('PRAGMA busy_timeout = 60000')
+
+    # oslo.db emits a plain BEGIN for SQLite itself.
+    @event.listens_for(Engine, 'before_cursor_execute', retval=True)
+    def _immediate(conn, cursor, statement, parameters, context,
+                   executemany):
+        if conn.dialect.name == 'sqlite' and \
+                statement.strip().upper() == 'BEGIN':
+            statement = 'BEGIN IMMEDIATE'
+        return statement, parameters
+
+
 class _ThreadingServer(socketserver.ThreadingMixIn,
                        simple_server.WSGIServer):
     daemon_threads = True
@@ -91,6 +132,7 @@ class _Quiet(simple_server.WSGIRequestHandler):
 
 def main(state, port):
     conf_file = os.path.join(state, 'nova.conf')
+    serialize_sqlite_writers()
     from nova import config
     from nova import objects
     from oslo_config import cfg

@@ -63,6 +63,8 @@ STATUS_POWER = {'ACTIVE': power_state.RUNNING,
 TRAIT_PREFIX = 'CUSTOM_XHV_CLOUD_'
 # Seconds between two looks at a remote server or image that is changing.
 POLL_INTERVAL = 0.25
+# Attempts of a remote read that meets a transient failure (5xx, reset).
+READ_ATTEMPTS = 3
 REGION_TRAIT_PREFIX = 'CUSTOM_XHV_REGION_'
 
 
@@ -131,9 +133,10 @@ class CloudBackend(base.Backend):
 
     def _servers(self):
         """This project's remote servers that stand for home instances."""
-        with self._call('GET /servers/detail'):
-            return [s for s in self.conn.compute.servers(details=True)
-                    if (s.metadata or {}).get(HOME_UUID)]
+        listed = self._read(
+            'GET /servers/detail',
+            lambda: list(self.conn.compute.servers(details=True)))
+        return [s for s in listed if (s.metadata or {}).get(HOME_UUID)]
 
     def _flavors(self):
         with self._call('GET /flavors/detail'):
@@ -214,13 +217,34 @@ class CloudBackend(base.Backend):
 
     # -- remote servers ---------------------------------------------------
 
+    def _read(self, call, fetch):
+        """``fetch()``, a remote read, again after a transient failure.
+
+        Reads change nothing: one that met a 5xx or a dropped connection
+        is repeated (READ_ATTEMPTS in all) before it counts as failed.
+        """
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                with self._call(call):
+                    return fetch()
+            except errors.RemoteCloudError as exc:
+                status = errors.status_of(exc.__cause__)
+                transient = (isinstance(exc, errors.RemoteCloudUnreachable)
+                             or (status is not None and status >= 500))
+                if not transient or attempt == READ_ATTEMPTS:
+                    raise
+                LOG.warning('%s; trying again', exc)
+                time.sleep(POLL_INTERVAL * attempt)
+
     def _find(self, instance):
         """The remote server standing for ``instance``, or None."""
-        with self._call('GET /servers/detail?name=%s'
-                        % (SERVER_NAME % instance.uuid)):
-            found = [s for s in self.conn.compute.servers(
-                details=True, name='^%s$' % (SERVER_NAME % instance.uuid))
-                if (s.metadata or {}).get(HOME_UUID) == instance.uuid]
+        name = SERVER_NAME % instance.uuid
+        listed = self._read(
+            'GET /servers/detail?name=%s' % name,
+            lambda: list(self.conn.compute.servers(details=True,
+                                                   name='^%s$' % name)))
+        found = [s for s in listed
+                 if (s.metadata or {}).get(HOME_UUID) == instance.uuid]
         if not found:
             # Renamed remotely: the metadata still says whose it is.
             found = [s for s in self._servers()
@@ -236,8 +260,9 @@ class CloudBackend(base.Backend):
     def _wait(self, server, statuses, call):
         deadline = time.monotonic() + self.conf.build_timeout
         while True:
-            with self._call('GET /servers/%s' % server.id):
-                server = self.conn.compute.get_server(server.id)
+            server = self._read('GET /servers/%s' % server.id,
+                                lambda: self.conn.compute.get_server(
+                                    server.id))
             if server.status in statuses and not server.task_state:
                 return server
             if server.status == 'ERROR':

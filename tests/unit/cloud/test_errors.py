@@ -108,3 +108,46 @@ def test_another_remote_fault_is_named():
                                  _Server('Build of instance x aborted'))
     assert type(mapped) is errors.RemoteCloudError
     assert 'aborted' in str(mapped)
+
+
+class _Flaky(object):
+    """A remote read that fails ``failures`` times with ``exc``."""
+
+    def __init__(self, failures, exc):
+        self.failures = failures
+        self.exc = exc
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.exc
+        return 'answer'
+
+
+def _reader():
+    from nova_xhv.backends.cloud import backend
+    reader = backend.CloudBackend.__new__(backend.CloudBackend)
+    reader.cloud = 'east'
+    return reader
+
+
+def test_a_read_is_repeated_after_a_transient_failure():
+    read = _Flaky(2, _http(500, 'Unexpected API Error'))
+    assert _reader()._read('GET /servers/x', read) == 'answer'
+    assert read.calls == 3
+
+
+def test_a_read_that_keeps_failing_raises_the_mapped_error():
+    from nova_xhv.backends.cloud import backend
+    read = _Flaky(99, ks_exc.ConnectFailure('reset by peer'))
+    with pytest.raises(errors.RemoteCloudUnreachable):
+        _reader()._read('GET /servers/x', read)
+    assert read.calls == backend.READ_ATTEMPTS
+
+
+def test_a_read_refused_for_good_is_not_repeated():
+    read = _Flaky(99, _http(403, 'Policy does not allow'))
+    with pytest.raises(errors.RemoteCloudError):
+        _reader()._read('GET /servers/x', read)
+    assert read.calls == 1

@@ -380,3 +380,52 @@ def test_spawn_uploads_a_home_image_once_and_translates_it(
         for image in admin.image.images():
             if image.name == 'xhv-cache-%s' % home.id:
                 admin.image.delete_image(image)
+
+
+def test_snapshot_goes_to_the_home_glance(bed, remote, tmp_path):
+    """snapshot: a remote snapshot, read by range, uploaded home, dropped.
+
+    The home Glance is played by the remote Glance in admin's project (as
+    in the spawn test above).
+    """
+    admin = bed.admin
+    fixture = config_fixture.Config(cfg.CONF)
+    fixture.setUp()
+    fixture.config(group='glance', endpoint_override=remote.url['glance'])
+    context = nova_context.RequestContext(
+        user_id=admin.current_user_id, project_id=admin.current_project_id,
+        auth_token=admin.auth_token, is_admin=True)
+    backend = bed.backend
+    instance = bed.new_instance()
+    folder = str(tmp_path / 'in')
+    os.makedirs(folder)
+    incoming = bed.native_disk(folder, 'boot', size=4 * MiB)
+    expected = _raw_of(incoming.path, incoming.format, tmp_path)
+    staged = backend.stage_disks(bed.context, instance, [incoming])
+    home = admin.image.create_image(
+        'home-snapshot-%s' % os.path.basename(str(tmp_path)),
+        disk_format='qcow2',
+        container_format='bare')
+    states = []
+    try:
+        backend.spawn_from_disks(bed.context, instance, staged, [],
+                                 bed.image_meta(instance))
+        backend.snapshot(context, instance, home.id,
+                         lambda **kw: states.append(kw['task_state']))
+        assert states == ['image_pending_upload', 'image_uploading']
+        image = admin.image.get_image(home.id)
+        assert image.status == 'active' and image.disk_format == 'qcow2'
+        path = str(tmp_path / 'home-copy')
+        with open(path, 'wb') as f:
+            f.write(admin.image.download_image(image).content)
+        assert _raw_of(path, 'qcow2', tmp_path) == expected
+        # The remote snapshot is gone; the server runs on.
+        assert [n for n in bed.leftovers(instance)
+                if n.startswith('image:')] == []
+        assert backend.get_info(instance).state == power_state.RUNNING
+    finally:
+        bed.destroy(instance)
+        backend.discard_staged_disks(bed.context, instance, staged)
+        admin.image.delete_image(home, ignore_missing=True)
+        fixture.cleanUp()
+    assert bed.leftovers(instance) == []

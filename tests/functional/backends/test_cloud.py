@@ -2,7 +2,7 @@
 
 Keystone, Glance, Placement, Neutron and Nova (API, conductor,
 scheduler, one compute on Nova's fake driver keeping disks as files)
-from PyPI, started once per session by tests/fixtures/remote_cloud.py.
+from PyPI, started once for this module by tests/fixtures/remote_cloud.py.
 The backend reaches it as project ``federation`` through an application
 credential in a clouds.yaml entry, exactly as an operator configures it.
 """
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.timeout(300)
 MiB = disks.MiB
 
 
-@pytest.fixture(scope='session')
+# Module scope: its ~750 MiB go as soon as this module is done.
+@pytest.fixture(scope='module')
 def remote():
     cloud = remote_cloud.RemoteCloud().start()
     cloud.make_network('xhv-conformance')

@@ -55,13 +55,17 @@ def _argv(lay, name):
 
 
 def _running(command):
+    """Does a live (not zombie) process run ``command``?"""
     for entry in os.listdir('/proc'):
-        try:
-            with open('/proc/%s/comm' % entry) as f:
-                if f.read().strip() == command:
-                    return True
-        except OSError:
+        if not entry.isdigit():
             continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                name, rest = f.read().split('(', 1)[1].rsplit(')', 1)
+        except (OSError, ValueError):
+            continue
+        if name == command and rest.split()[0] != 'Z':
+            return True
     return False
 
 
@@ -138,6 +142,12 @@ def stop(cloud):
         for port in ports:
             try:
                 lay.vsctl('--no-wait', '--if-exists', 'del-port', port,
+                          timeout=5)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
+        for bridge in bridges[2:]:  # not ours: gone from the database too
+            try:
+                lay.vsctl('--no-wait', '--if-exists', 'del-br', bridge,
                           timeout=5)
             except (RuntimeError, subprocess.TimeoutExpired):
                 pass

@@ -52,12 +52,12 @@ class NetworkDemo(object):
         self.before = None
 
     def network_create(self):
-        """network create (VLAN VLAN on public) and subnet create."""
-        for port in self.cli('port', 'list', '--network', NETWORK,
-                             parse=True) if self._exists() else []:
-            self.cli('port', 'delete', port['ID'])
-        if self._exists():
-            self.cli('network', 'delete', NETWORK)
+        """network create (a VLAN on public) and subnet create."""
+        for old in self.cli('network', 'list', '--name', NETWORK,
+                            parse=True):
+            # An earlier demo's: prepare deleted its servers and Nova
+            # their ports.
+            self.cli('network', 'delete', old['ID'])
         net = self.cli('network', 'create', '--share',
                        '--provider-network-type', 'vlan',
                        '--provider-physical-network', 'public',
@@ -69,10 +69,6 @@ class NetworkDemo(object):
             net['provider:physical_network'], SUBNET, subnet['cidr'],
             subnet['enable_dhcp']))
         return net
-
-    def _exists(self):
-        return any(n['Name'] == NETWORK
-                   for n in self.cli('network', 'list', parse=True))
 
     def image_create(self):
         """XHV's Linux test guest as a streamOptimized vmdk image."""

@@ -6,7 +6,8 @@ status  each service with its PID, or DEAD
 logs    the last lines of every service's log (or of the named ones)
 down    delete the cloud's servers and the demo's volumes and images, stop
         every process it started by PID, remove the libvirt domains of its
-        KVM compute and unmount Cinder's (bind-mounted) share
+        KVM compute and its Open vSwitch bridges' devices, and unmount
+        Cinder's (bind-mounted) share
 """
 
 import argparse

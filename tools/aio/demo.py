@@ -9,6 +9,8 @@ of data uploaded as each disk format Glance takes.  Prints a table of each
 step's time.  Last, a server on vSphere with a raw data volume (a
 known pattern in its file) moves to KVM and its volume follows; and the
 XHV policy: audit, a member refused (403 with the rule), an admin's move.
+The network steps (network_demo.py): a server with a port moves vSphere ->
+KVM and its guest leases the port's IP for the port's MAC.
 """
 
 import json
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 
+import network_demo
 import services
 from services import log
 
@@ -377,6 +380,7 @@ class Demo:
         self.step('revert demo: server migrate revert', lambda: (
             self.cli('server', 'migrate', 'revert', rev),
             self.wait_server(rev, 'ACTIVE', self.vmware)), skip=skip)
+        network_demo.NetworkDemo(self).steps(no_migration)
         self.volume_steps()
         self.follow_steps(no_migration)
         self.policy_steps(no_migration)

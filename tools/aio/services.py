@@ -131,13 +131,15 @@ class Cloud:
     def libvirt_cpu(self):
         """[libvirt] virt_type and CPU lines that start a guest here.
 
-        nova_xhv.guest_probe boots the test disk with each candidate (once
+        nova_xhv.guest_probe boots the guest the demo runs on KVM (XHV's
+        Linux test guest: tools/aio/network.py) with each candidate (once
         per machine boot; XHV_LIBVIRT_* environment variables override).
         """
         if getattr(self, '_libvirt_cpu', None) is None:
             from nova_xhv import guest_probe
 
-            choice = guest_probe.choose()
+            import network
+            choice = guest_probe.choose(**network.probe_guest())
             print(choice.line())
             lines = []
             for option, value in choice.config.nova_options().items():

@@ -7,6 +7,7 @@ import time
 import yaml
 
 import block_storage
+import network
 import services
 from services import log
 import xhv_policy
@@ -80,6 +81,7 @@ class Stack:
         xhv_policy.write_configs(c)
         c.mariadb()
         c.rabbitmq()
+        network.start(c)  # OVS + OVN: neutron-server connects at start
         if 'libvirt' in backends:
             c.libvirtd()
         if 'vmware' in backends:
@@ -316,6 +318,7 @@ class Stack:
         # Before libvirtd goes (when it is ours): a later KVM nova-compute
         # refuses to start while libvirtd holds any domain.
         removed = remove_domains(uuids)
+        stopped += network.stop(self.cloud)
         # cinder-volume goes before its share is unmounted.
         cinder_stopped, unmounted = self.storage.stop()
         stopped += cinder_stopped

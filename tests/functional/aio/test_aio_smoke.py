@@ -1,13 +1,15 @@
 """CI smoke test: ``tools/xhv-aio demo`` end to end, then ``down``.
 
 Runs the real all-in-one cloud (MariaDB, RabbitMQ, Keystone, Glance,
-Placement, neutron-server, Nova with a KVM and a vSphere compute on vcsim,
-Cinder with XHV's volume driver around the NFS driver) in its own state
-directory, checks the demo's step table and what the ``openstack`` CLI
-sees -- down to the bytes of the vmdk image Cinder made from a volume --
-and tears it all down, asserting that no process, mount or libvirt domain
-of it is left.  Needs root and the services' ports (5000, 8774, 8776, 8778,
-9292, 9696, 3306, 5672, 8989) free.
+Placement, neutron-server with OVN + XHV's ML2 driver on Open vSwitch/OVN
+in userspace, Nova with a KVM and a vSphere compute on vcsim, Cinder with
+XHV's volume driver around the NFS driver) in its own state directory,
+checks the demo's step table and what the ``openstack`` CLI sees -- down
+to the bytes of the vmdk image Cinder made from a volume, and the DHCP
+lease a moved Linux guest prints for its port -- and tears it all down,
+asserting that no process, mount, libvirt domain, network namespace or
+OVS bridge device of it is left.  Needs root and the services' ports
+(5000, 8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989) free.
 """
 
 import json
@@ -27,6 +29,8 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, os.path.join(TOP, 'tools', 'aio'))
 import demo as aio_demo  # noqa: E402  (tools/aio is no package)
+import network as aio_network  # noqa: E402
+import network_demo as aio_network_demo  # noqa: E402
 AIO = os.path.join(TOP, 'tools', 'xhv-aio')
 STATE = os.environ.get('XHV_AIO_TEST_DIR', '/var/lib/xhv-aio-test')
 PORTS = (5000, 8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989)
@@ -39,7 +43,12 @@ QEMU_FORMAT = {'vmdk': 'vmdk', 'qcow2': 'qcow2', 'raw': 'raw', 'vhd': 'vpc',
 MIGRATION_STEPS = ('server migrate --host', 'server migrate confirm',
                    'console log show (after move)', 'revert demo',
                    'volume follows: server migrate',
-                   'policy: admin server migrate')
+                   'policy: admin server migrate',
+                   'network: server migrate',
+                   "network: console log show (KVM): the port's MAC")
+# The network daemons of tools/aio/network.py, by their command names.
+NETWORK_COMMANDS = ('ovsdb-server', 'ovs-vswitchd', 'ovn-northd',
+                    'ovn-controller')
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='the all-in-one cloud needs root')
@@ -233,6 +242,57 @@ def check_policy(output):
         audit.stdout
 
 
+def namespaces():
+    proc = subprocess.run(['ip', 'netns', 'list'], capture_output=True,
+                          text=True)
+    return set(line.split()[0] for line in proc.stdout.splitlines()
+               if line.strip())
+
+
+def device_exists(name):
+    return subprocess.run(['ip', 'link', 'show', name],
+                          capture_output=True).returncode == 0
+
+
+def network_processes():
+    """Our OVS/OVN daemons: their command lines name the state folder."""
+    return [(pid, argv) for pid, argv in our_processes()
+            if os.path.basename(argv.split(' ', 1)[0]) in NETWORK_COMMANDS]
+
+
+def check_network(output):
+    """The moved guest leased its port's IP for its port's MAC.
+
+    The demo printed the port (id, MAC, IP, binding) on vSphere before the
+    move and on KVM after it; the CLI must show the same port now, and the
+    guest's console (``console log show``) a NIC with that MAC and the
+    DHCP lease of that IP, which only OVN could have answered.
+    """
+    lines = {m.group(1): m.groups()[1:] for m in
+             aio_network_demo.PORT_LINE.finditer(output)}
+    assert set(lines) == {'before', 'after'}, output
+    port_id, mac, ip, host, vif_type = lines['before']
+    assert (host, vif_type) == ('aio-vmware', 'dvs'), lines
+    assert lines['after'] == (port_id, mac, ip, 'aio-kvm', 'ovs'), lines
+    server = cli('server', 'show', aio_network_demo.SERVER)
+    assert (server['status'], server['OS-EXT-SRV-ATTR:host']) == (
+        'ACTIVE', 'aio-kvm'), server
+    ports = cli('port', 'list', '--server', server['id'])
+    assert [p['ID'] for p in ports] == [port_id], ports
+    port = cli('port', 'show', port_id)
+    assert port['mac_address'] == mac, port
+    assert [f['ip_address'] for f in port['fixed_ips']] == [ip], port
+    assert (port['binding_host_id'], port['binding_vif_type']) == (
+        'aio-kvm', 'ovs'), port
+    console = subprocess.run([OPENSTACK, '--os-cloud', 'xhv-aio', 'console',
+                              'log', 'show', server['id']],
+                             capture_output=True, text=True, timeout=60)
+    assert console.returncode == 0, console.stderr
+    guest = aio_network_demo._linux_guest()
+    assert mac in guest.nics(console.stdout), console.stdout[-2000:]
+    assert guest.leases(console.stdout) == {mac: ip}, console.stdout[-2000:]
+
+
 def step_table(output):
     """{step title: (seconds, result)} parsed from the demo's table."""
     rows = {}
@@ -252,6 +312,7 @@ def test_demo_end_to_end_then_down():
     assert not busy, ('ports %s are in use: another cloud runs here (stop it '
                       'with tools/xhv-aio down)' % busy)
     before = domains()
+    netns_before = namespaces()
     start = time.monotonic()
     demo = aio('demo')
     elapsed = time.monotonic() - start
@@ -281,7 +342,9 @@ def test_demo_end_to_end_then_down():
                        'volume follows: server add volume',
                        'volume follows: server migrate confirm',
                        'policy: server create on aio-vmware',
-                       'policy: member server migrate -> 403'):
+                       'policy: member server migrate -> 403',
+                       'network: network create',
+                       'network: server create --network on aio-vmware'):
             assert any(t.startswith(needed) for t in rows), needed
         assert demo.returncode == 0, output + logs
         final = demo.stdout.split('Final state:', 1)[1]
@@ -322,6 +385,10 @@ def test_demo_end_to_end_then_down():
         if rows['policy: admin server migrate --host aio-kvm, confirm; '
                 'audit clean'][1] == 'ok':
             check_policy(demo.stdout)
+        if rows["network: console log show (KVM): the port's MAC and its "
+                'DHCP lease'][1] == 'ok':
+            check_network(demo.stdout)
+        assert network_processes(), 'no OVS/OVN daemon of the cloud runs'
         status = aio('status')
         assert status.returncode == 0, status.stdout
         for name in ('nova-compute-vmware', 'cinder-api', 'cinder-scheduler',
@@ -336,4 +403,8 @@ def test_demo_end_to_end_then_down():
     assert not [p for p in PORTS if port_busy(p)]
     assert domains() <= before, 'domains left: %s' % (domains() - before)
     assert not our_mounts(), 'mounts left: %s' % our_mounts()
+    assert not network_processes(), network_processes()
     assert not our_processes(), 'processes left: %s' % our_processes()
+    assert namespaces() <= netns_before, namespaces() - netns_before
+    for device in (aio_network.BRIDGE, aio_network.EXT_BRIDGE):
+        assert not device_exists(device), '%s left' % device

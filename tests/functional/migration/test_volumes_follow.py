@@ -203,7 +203,10 @@ class VolumesFollowTestCase(nova_cinder.RealCinderMixin,
         boot_path = cinder.volume_file(boot['id'])
         before = (disks.sha256_file(boot_path), disks.sha256_file(path))
 
-        server = self._migrate_server(server, host=base.VMW)
+        self.api.post_server_action(server['id'],
+                                    {'migrate': {'host': base.VMW}})
+        server = self._wait_for_state_change(server, 'VERIFY_RESIZE',
+                                             max_retries=240)
         self._confirm_resize(server)
         self.assertEqual(sorted([boot['id'], volume['id']]),
                          self.server_volumes(server))

@@ -88,6 +88,13 @@ class HyperVXenBed(nova_cinder.RealCinderMixin,
             f.seek(offset)
             self.assertEqual(byte * 65536, f.read(65536))
 
+    def _wait_for_state_change(self, server, expected_status,
+                               max_retries=240, **kwargs):
+        # A move through two simulators and libvirtd on 2 busy cores
+        # takes longer than the harness's 5 s; still a wait on the state.
+        return super()._wait_for_state_change(
+            server, expected_status, max_retries=max_retries, **kwargs)
+
     def detach(self, server, volume_id):
         """Detach as the server's own compute does.
 

@@ -72,6 +72,16 @@ hyperv_opts = [
     cfg.StrOpt('default_vswitch',
                help='vSwitch for ports whose network has no physical '
                     'network mapped above. Empty: such ports are refused.'),
+    cfg.ListOpt('volume_shares', default=[],
+                help='<nfs host>:<export path>=\\\\<smb host>\\<share> '
+                     'pairs: the SMB share under which this Hyper-V host '
+                     'reaches the files of an NFS export Cinder keeps XHV '
+                     'volumes on (a dual-protocol filer; an export below '
+                     'a mapped one is the same sub-folder of the share). '
+                     'Volumes are attached in place as fixed VHDs (see '
+                     'doc/source/cinder.rst); SMB port, user, password '
+                     'and encryption are the smb_* / username / password '
+                     'options. Empty: no volume attaches here.'),
     cfg.StrOpt('staging_dir', default='$state_path/xhv-hyperv',
                help='Local directory for disks on their way in or out '
                     '(image conversion, snapshots).'),

@@ -51,6 +51,15 @@ xenapi_opts = [
     cfg.IntOpt('transfer_timeout', default=3600, min=1,
                help='Socket timeout in seconds for disk uploads and '
                     'downloads (/import_raw_vdi, /export_raw_vdi).'),
+    cfg.ListOpt('volume_exports', default=[],
+                help='<nfs host>:<export path>=<local folder> pairs: '
+                     'where this compute has mounted an NFS export Cinder '
+                     'keeps XHV volumes on (the mount a KVM compute makes '
+                     'for them). XHV gives a volume file its name in the '
+                     'export\'s NFS SR folder there (a hard link) and the '
+                     'pool attaches it as a raw VDI, in place (see '
+                     'doc/source/cinder.rst). Empty: no volume attaches '
+                     'here.'),
     cfg.StrOpt('staging_dir', default='$state_path/xhv-xenapi',
                help='Private local folder for images on their way to the '
                     'pool and for disks exported for moves and snapshots.'),

@@ -9,8 +9,9 @@ configuration and ``disk-N.vhdx``); staged disks wait in
 (storage.Share), everything else is PowerShell over WinRM
 (remote.Remote), every value passing through script.literal.
 
-Not done (see doc/source/hyperv.rst): volumes, console log, resize
-within Hyper-V, growing the root disk to the flavor.
+Volumes: raw NFS file volumes, in place as fixed VHDs over SMB
+(volumes.py).  Not done (see doc/source/hyperv.rst): boot from volume,
+console log, resize within Hyper-V, growing the root disk to the flavor.
 """
 
 import os
@@ -36,6 +37,7 @@ from nova_xhv.backends.hyperv import network
 from nova_xhv.backends.hyperv import remote as hv_remote
 from nova_xhv.backends.hyperv import script as ps
 from nova_xhv.backends.hyperv import storage as hv_storage
+from nova_xhv.backends.hyperv import volumes as hv_volumes
 import nova_xhv.conf
 from nova_xhv.conf import translate as translate_conf
 from nova_xhv.disk import DiskDescriptor
@@ -92,6 +94,7 @@ class HyperVBackend(base.Backend):
         try:
             self._mappings = network.parse_mappings(conf.vswitch_mappings,
                                                     conf.default_vswitch)
+            volume_shares = hv_volumes.parse_mappings(conf.volume_shares)
         except ValueError as exc:
             raise HyperVConfigError(detail=str(exc))
         self._generation = conf.generation
@@ -105,6 +108,9 @@ class HyperVBackend(base.Backend):
         self._share = hv_storage.Share(
             conf.host, conf.smb_port, conf.smb_share, conf.username,
             conf.password, self._vm_path, encrypt=conf.smb_encrypt)
+        self._volume_shares = hv_volumes.VolumeShares(
+            volume_shares, conf.smb_port, conf.username, conf.password,
+            encrypt=conf.smb_encrypt)
         self._nodename = None
 
     @property
@@ -361,9 +367,13 @@ class HyperVBackend(base.Backend):
                              ErrorAction=action))
 
     def _check_request(self, network_info, block_device_info):
-        if driver.block_device_info_get_mapping(block_device_info):
-            raise HyperVBackendError(reason='The XHV hyperv backend does '
-                                            'not attach volumes yet.')
+        for bdm in driver.block_device_info_get_mapping(block_device_info):
+            if bdm.get('boot_index') == 0:
+                raise HyperVBackendError(
+                    reason='The XHV hyperv backend does not boot from a '
+                           'volume (its volumes are SCSI data disks).')
+            # Every volume checked before the VM exists.
+            self._volume_shares.unc_of(bdm['connection_info'])
         self.nics(network_info)  # the network contract's own checks
         network.check(network_info, self._mappings)
 
@@ -463,7 +473,12 @@ class HyperVBackend(base.Backend):
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
         if self._find(instance.uuid) is not None:
+            volumes = [d['Path'] for d in self._drives(instance.uuid)
+                       if self._volume_shares.is_volume_path(d['Path'])]
             self._remove_vm(instance.uuid, quiet=False)
+            # The VM is gone, its volume files stay: as they were.
+            for link in volumes:
+                self._volume_shares.restore(link=link)
         else:
             LOG.info('Instance %s has no VM on the host', instance.uuid)
         if destroy_disks:
@@ -536,7 +551,9 @@ class HyperVBackend(base.Backend):
                 instance_uuid=instance.uuid, attr='power_state',
                 state='not Off', method='export_disks')
         disks = []
-        for n, drive in enumerate(self._drives(instance.uuid)):
+        drives = [d for d in self._drives(instance.uuid)
+                  if not self._volume_shares.is_volume_path(d['Path'])]
+        for n, drive in enumerate(drives):
             relative = self._share.relative(drive['Path'])
             if relative is None:
                 raise HyperVBackendError(
@@ -619,11 +636,101 @@ class HyperVBackend(base.Backend):
         self._share.rename(folder, instance.uuid)
         placed = [('%s/%s' % (instance.uuid, d.handle.split('/', 1)[1]),
                    d.bus) for d in disks]
+        mapped = driver.block_device_info_get_mapping(block_device_info)
         try:
             self._create_vm(instance, placed, network_info,
                             self._generation_for(image_meta, hardware),
-                            self._nic_class(image_meta, hardware), power_on)
+                            self._nic_class(image_meta, hardware),
+                            power_on and not mapped)
         except Exception:
             # Leave the disks staged, for discard_staged_disks.
             self._share.rename(instance.uuid, folder)
             raise
+        if mapped:
+            # Powered on only once its volumes are attached.
+            try:
+                for bdm in mapped:
+                    self.attach_volume(context, bdm['connection_info'],
+                                       instance, bdm.get('mount_device'))
+                if power_on:
+                    self._run('Start-VM', ps.command('Start-VM',
+                                                     Name=instance.uuid))
+            except Exception:
+                for bdm in mapped:
+                    self.detach_volume(context, bdm['connection_info'],
+                                       instance, bdm.get('mount_device'))
+                self._remove_vm(instance.uuid)
+                self._share.rename(instance.uuid, folder)
+                raise
+
+    # -- volumes (volumes.py) -------------------------------------------
+
+    def get_volume_connector(self, instance):
+        # The host the volume's file is opened from is the Hyper-V host;
+        # no 'instance' key (nothing of os-brick runs for it).
+        return {'ip': CONF.my_ip, 'host': CONF.host, 'initiator': None,
+                'platform': 'x86_64', 'os_type': 'windows',
+                'multipath': False}
+
+    def _volume_drives(self, uuid, link):
+        return [d for d in self._drives(uuid)
+                if d['Path'].lower() == link.lower()]
+
+    def attach_volume(self, context, connection_info, instance, mountpoint,
+                      disk_bus=None, device_type=None, encryption=None):
+        if encryption:
+            raise HyperVBackendError(reason='The XHV hyperv backend does '
+                                            'not attach encrypted volumes.')
+        self._get(instance)
+        _, link = self._volume_shares.unc_of(connection_info)
+        drives = self._drives(instance.uuid)
+        if any(d['Path'].lower() == link.lower() for d in drives):
+            LOG.info('Volume %s is already attached to %s', link,
+                     instance.uuid)
+            return
+        used = {d['ControllerLocation'] for d in drives
+                if d['ControllerType'] == 1 and d['ControllerNumber'] == 0}
+        free = [n for n in range(64) if n not in used]
+        if not free:
+            raise HyperVBackendError(reason='No free SCSI location on the '
+                                            'VM of %s.' % instance.uuid)
+        self._volume_shares.prepare(connection_info)
+        try:
+            self._run('Add-VMHardDiskDrive', ps.command(
+                'Add-VMHardDiskDrive', VMName=instance.uuid, Path=link,
+                ControllerType='SCSI', ControllerNumber=0,
+                ControllerLocation=free[0]))
+        except Exception:
+            if not self._in_use(link):
+                self._volume_shares.restore(connection_info)
+            raise
+        LOG.info('Attached volume %s to %s at SCSI 0:%d', link,
+                 instance.uuid, free[0])
+
+    def _in_use(self, link):
+        for vm in self._vms():
+            if self._volume_drives(vm['Name'], link):
+                return True
+        return False
+
+    def detach_volume(self, context, connection_info, instance, mountpoint,
+                      encryption=None):
+        _, link = self._volume_shares.unc_of(connection_info)
+        if self._find(instance.uuid) is not None:
+            for drive in self._volume_drives(instance.uuid, link):
+                self._run('Remove-VMHardDiskDrive', ps.command(
+                    'Remove-VMHardDiskDrive', VMName=instance.uuid,
+                    ControllerType=CONTROLLER_NAMES[drive['ControllerType']],
+                    ControllerNumber=drive['ControllerNumber'],
+                    ControllerLocation=drive['ControllerLocation']))
+        else:
+            LOG.info('Instance %s has no VM on the host; volume %s already '
+                     'detached', instance.uuid, link)
+        if not self._in_use(link):  # another VM's (multiattach) keeps it
+            self._volume_shares.restore(connection_info)
+
+    def extend_volume(self, context, connection_info, instance,
+                      requested_size):
+        raise HyperVBackendError(reason='The XHV hyperv backend does not '
+                                        'extend an attached volume (detach '
+                                        'it, extend, attach again).')

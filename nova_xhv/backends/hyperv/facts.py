@@ -36,6 +36,9 @@ FAMILY = family.Family(
             'paravirtual': {'hw_vif_model': 'virtio'},
             'e1000': {'hw_vif_model': 'e1000'}},
     },
+    # Raw NFS volume files, attached in place as fixed VHDs (a footer
+    # appended, over SMB: nova_xhv/backends/hyperv/volumes.py).
+    volume_attach={'nfs': (formats.RAW,)},
     # The network contract (doc/source/networking.rst): bound by XHV's ML2
     # driver, which names the vSwitch mapped from the segment's physical
     # network; the VLAN goes on the adapter.

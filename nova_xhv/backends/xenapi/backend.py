@@ -6,8 +6,9 @@ uploaded into a new VDI on the configured SR with ``PUT /import_raw_vdi``;
 exports and snapshots come back with ``GET /export_raw_vdi?format=vhd``
 into a private local copy.  Guests: cloned from the HVM template, sized by
 the flavor, one VBD per VDI (boot disk first), one VIF per Neutron port.
-Not done (doc/source/xenapi.rst): volumes, resize within the pool, live
-migration, consoles.
+Volumes: raw NFS volume files as raw VDIs of an NFS SR, in place
+(volumes.py).  Not done (doc/source/xenapi.rst): boot from volume, resize
+within the pool, live migration, consoles.
 """
 
 import os
@@ -29,6 +30,7 @@ from nova_xhv.backends import family
 from nova_xhv.backends.xenapi import facts as xen_facts
 from nova_xhv.backends.xenapi import session as xsession
 from nova_xhv.backends.xenapi import vm as vmops
+from nova_xhv.backends.xenapi import volumes as xen_volumes
 import nova_xhv.conf
 from nova_xhv.conf import translate as translate_conf
 from nova_xhv.disk import DiskDescriptor
@@ -70,6 +72,11 @@ class XenAPIBackend(base.Backend):
             conf.url, conf.username, conf.password, ca_file=conf.ca_file,
             insecure=conf.insecure, api_timeout=conf.api_timeout,
             transfer_timeout=conf.transfer_timeout)
+        try:
+            exports = xen_volumes.parse_exports(conf.volume_exports)
+        except ValueError as exc:
+            raise xsession.XapiConfigError(detail=str(exc))
+        self._volumes = xen_volumes.VolumeAttacher(self.xapi, exports)
         self._sr = None
         self._template = None
         self._network_map = {}
@@ -251,6 +258,9 @@ class XenAPIBackend(base.Backend):
             LOG.info('Instance %s has no VM in pool %s; nothing to destroy',
                      instance.uuid, self._nodename)
             return
+        vmops.stop(self.xapi, ref, instance)
+        # Volumes are not the VM's disks: detached, their files stay.
+        self._volumes.release_all(instance, ref)
         vmops.destroy(self.xapi, ref, instance, destroy_disks)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
@@ -262,8 +272,60 @@ class XenAPIBackend(base.Backend):
     # -- building guests --------------------------------------------------
 
     def _check_volumes(self, block_device_info):
-        if driver.block_device_info_get_mapping(block_device_info):
-            raise UnsupportedRequest(what='attaching volumes')
+        """Every volume checked before anything is created."""
+        for bdm in driver.block_device_info_get_mapping(block_device_info):
+            if bdm.get('boot_index') == 0:
+                raise UnsupportedRequest(what='booting from a volume')
+            self._volumes._paths(bdm['connection_info'])
+
+    def _attach_mapped(self, context, instance, block_device_info,
+                       power_on):
+        """Attach the mapped volumes to the new (halted) VM, then start.
+
+        On failure the VM is taken apart (its disks stay, for the caller).
+        """
+        mapped = driver.block_device_info_get_mapping(block_device_info)
+        ref = vmops.get(self.xapi, instance)
+        try:
+            for bdm in mapped:
+                self._volumes.attach(instance, ref, bdm['connection_info'],
+                                     running=False)
+            if power_on:
+                vmops.start(self.xapi, ref, instance)
+        except Exception:
+            self._volumes.release_all(instance, ref)
+            vmops.destroy(self.xapi, ref, instance, destroy_disks=False)
+            raise
+
+    # -- volumes (volumes.py) -------------------------------------------
+
+    def get_volume_connector(self, instance):
+        # The pool opens the file through an NFS SR; no 'instance' key
+        # (nothing of os-brick runs for it on this compute).
+        return {'ip': CONF.my_ip, 'host': CONF.host, 'initiator': None,
+                'platform': 'x86_64', 'os_type': 'linux',
+                'multipath': False}
+
+    def attach_volume(self, context, connection_info, instance, mountpoint,
+                      disk_bus=None, device_type=None, encryption=None):
+        if encryption:
+            raise UnsupportedRequest(what='attaching an encrypted volume')
+        ref = vmops.get(self.xapi, instance)
+        running = vmops.state(self.xapi, ref, instance) == vmops.RUNNING
+        self._volumes.attach(instance, ref, connection_info, running)
+
+    def detach_volume(self, context, connection_info, instance, mountpoint,
+                      encryption=None):
+        ref = vmops.find(self.xapi, instance)
+        if ref is None:
+            LOG.info('Instance %s has no VM in pool %s; volume already '
+                     'detached', instance.uuid, self._nodename)
+        self._volumes.detach(instance, ref, connection_info)
+
+    def extend_volume(self, context, connection_info, instance,
+                      requested_size):
+        raise UnsupportedRequest(what='extending an attached volume '
+                                      '(detach it, extend, attach again)')
 
     def _nics(self, network_info):
         """[(port id, MAC, xapi network ref)], checked before any change.
@@ -407,7 +469,13 @@ class XenAPIBackend(base.Backend):
                                 {vmops.NOVA_UUID: instance.uuid})
             try:
                 self._upload(vdi, target)
-                self._create_guest(instance, [vdi], nics, hardware, power_on)
+                mapped = driver.block_device_info_get_mapping(
+                    block_device_info)
+                self._create_guest(instance, [vdi], nics, hardware,
+                                   power_on and not mapped)
+                if mapped:
+                    self._attach_mapped(context, instance, block_device_info,
+                                        power_on)
             except Exception:
                 vmops.destroy_vdi(self.xapi, vdi)
                 raise
@@ -549,7 +617,12 @@ class XenAPIBackend(base.Backend):
             raise UnsupportedRequest(
                 what='spawning %s: a staged disk is missing' % instance.uuid)
         chosen = self._hardware_from_image(image_meta, hardware)
-        self._create_guest(instance, vdis, nics, chosen, power_on)
+        mapped = driver.block_device_info_get_mapping(block_device_info)
+        self._create_guest(instance, vdis, nics, chosen,
+                           power_on and not mapped)
+        if mapped:
+            self._attach_mapped(context, instance, block_device_info,
+                                power_on)
         # The VM owns them now: no longer staged, never discarded.
         for n, vdi in enumerate(vdis):
             self.xapi.call('VDI.remove_from_other_config', vdi, vmops.STAGED)

@@ -42,6 +42,9 @@ FAMILY = family.Family(
             'paravirtual': {'hw_vif_model': 'netfront'},
             'e1000': {'hw_vif_model': 'e1000'}},
     },
+    # Raw NFS volume files, introduced in place as raw VDIs of an NFS SR
+    # on their export (nova_xhv/backends/xenapi/volumes.py).
+    volume_attach={'nfs': (formats.RAW,)},
     # The network contract (doc/source/networking.rst): XHV's ML2 driver
     # binds Xen hosts; the switch is the xapi network of the physical
     # network, the port group the xapi network of the segment.

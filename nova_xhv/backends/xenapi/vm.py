@@ -133,11 +133,15 @@ def nics(xapi, vm_ref):
 
 
 def disks(xapi, vm_ref, instance=None):
-    """[(VDI ref, VDI record, userdevice)] of the VM's disks, in order."""
+    """[(VDI ref, VDI record, userdevice)] of the VM's disks, in order.
+
+    Volumes (VBDs XHV marked ``xhv_volume``) are not the VM's disks.
+    """
     found = []
     for vbd in xapi.call('VM.get_VBDs', vm_ref, instance=instance):
         record = xapi.call('VBD.get_record', vbd)
-        if record['type'] != 'Disk' or record['VDI'] == NULL:
+        if record['type'] != 'Disk' or record['VDI'] == NULL or \
+                record['other_config'].get('xhv_volume'):
             continue
         vdi = record['VDI']
         found.append((int(record['userdevice']), vdi,

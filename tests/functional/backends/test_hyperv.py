@@ -1,7 +1,12 @@
 """The Hyper-V backend on its test bed: the WinRM simulator over HTTPS with
 NTLM, and the host's VM storage on a real Samba share."""
 
+import os
+import uuid
+
 import pytest
+
+from nova_xhv.backends.hyperv import volumes
 
 from tests.fixtures.hyperv import hyperv_sim  # noqa: F401  (pytest fixture)
 from tests.functional.backends import conformance
@@ -29,6 +34,22 @@ class HyperVBed(conformance.TestBed):
                        if instance.uuid in name)
         return found + [f for f in self.sim.storage_files()
                         if instance.uuid in f]
+
+    def nfs_export(self, tmp_path):
+        # A folder of the export Samba also shares (a dual-protocol
+        # filer): 127.0.0.1:<volume_dir>/<sub> is the share's <sub>.
+        export = os.path.join(self.sim.info.volume_dir,
+                              'export-%s' % uuid.uuid4().hex[:12])
+        os.mkdir(export)
+        os.chmod(export, 0o777)
+        return export
+
+    def attached_volume_files(self, instance):
+        vms = [vm for vm in self.sim.state()['vms']
+               if vm['Name'] == instance.uuid]
+        return [d['Path'].rsplit('\\', 1)[1][:-len(volumes.LINK_SUFFIX)]
+                for vm in vms for d in vm['HardDrives']
+                if d['Path'].startswith('\\\\')]
 
 
 @pytest.fixture

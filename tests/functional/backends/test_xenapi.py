@@ -49,7 +49,11 @@ def make_backend(sim, tmp_path):
                        staging_dir=str(tmp_path / 'staging'),
                        network_map={'public': xapi.SECOND_NETWORK},
                        sr=None, template='Other install media',
-                       default_network=None)
+                       default_network=None,
+                       # This machine's folder stands for the export, and
+                       # for the compute's mount of it.
+                       volume_exports=['127.0.0.1:%s=%s' % (
+                           tmp_path / 'nfs-export', tmp_path / 'nfs-export')])
         options.update(overrides)
         for name, value in options.items():
             fixture.config(group='xhv_xenapi', **{name: value})
@@ -100,6 +104,23 @@ class XenBed(conformance.TestBed):
         known = {r['uuid'] + '.raw' for r in vdis}
         found += sorted('file ' + n for n in os.listdir(self.sim.sr_dir())
                         if n not in known)
+        return found
+
+    def nfs_export(self, tmp_path):
+        export = tmp_path / 'nfs-export'
+        export.mkdir()
+        os.chmod(str(export), 0o777)
+        return str(export)
+
+    def attached_volume_files(self, instance):
+        x = self.admin.xenapi
+        refs = x.VM.get_by_name_label(instance.uuid)
+        found = []
+        for vbd in (x.VM.get_VBDs(refs[0]) if refs else []):
+            record = x.VBD.get_record(vbd)
+            if record['other_config'].get('xhv_volume'):
+                # What the pool opens: the VDI's location in its SR.
+                found.append(x.VDI.get_location(record['VDI']))
         return found
 
 

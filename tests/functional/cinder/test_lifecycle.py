@@ -108,7 +108,8 @@ class SchedulingTest(base.XHVCinderTestCase):
         states = self.scheduler.manager.driver.host_manager.service_states
         raw_caps = states['%s@nfsraw' % base.HOST]
         self.assertEqual('raw', raw_caps['xhv_volume_format'])
-        self.assertEqual(['kvm', 'vmware'], raw_caps['xhv_attach_families'])
+        self.assertEqual(['hyperv', 'kvm', 'vmware', 'xen'],
+                         raw_caps['xhv_attach_families'])
         self.assertEqual(['kvm'], states['%s@nfsqcow2' % base.HOST][
             'xhv_attach_families'])
         self.assertEqual('qcow2', states['%s@nfsqcow2' % base.HOST][

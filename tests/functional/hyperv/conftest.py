@@ -20,7 +20,9 @@ def configure(conf, info, staging_dir, **overrides):
         ca_file=info.ca_file, vm_path=info.storage_path,
         smb_share=info.share, smb_port=info.smb_port,
         vswitch_mappings=['%s:%s' % (PHYSNET, info.switches[0])],
-        staging_dir=staging_dir, operation_timeout=30)
+        staging_dir=staging_dir, operation_timeout=30,
+        volume_shares=['127.0.0.1:%s=%s' % (info.volume_dir,
+                                            info.volume_unc)])
     options.update(overrides)
     for name, value in options.items():
         conf.config(group='xhv_hyperv', **{name: value})

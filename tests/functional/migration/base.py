@@ -104,10 +104,16 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
     def start_fake(self, host=FAKE):
         return self.start_compute(host, backend='fake')
 
-    def start_hyperv(self, host=HYPERV):
-        """A Hyper-V compute on this test's simulated host (+ Samba)."""
+    def start_hyperv(self, host=HYPERV, volume_export=None):
+        """A Hyper-V compute on this test's simulated host (+ Samba).
+
+        ``volume_export``: a folder standing for an NFS export of this
+        machine (127.0.0.1:<folder>) that Samba also shares to the host,
+        as a dual-protocol filer would, for volumes.
+        """
         if getattr(self, 'hyperv', None) is None:
-            self.hyperv = hyperv_fixture.HyperVSimulator()
+            self.hyperv = hyperv_fixture.HyperVSimulator(
+                volume_dir=volume_export)
             info = self.hyperv.start()
             self.addCleanup(self.hyperv.stop)
             for name, value in dict(
@@ -115,6 +121,8 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
                     password=info.password, ca_file=info.ca_file,
                     vm_path=info.storage_path, smb_share=info.share,
                     smb_port=info.smb_port,
+                    volume_shares=['127.0.0.1:%s=%s' % (info.volume_dir,
+                                                        info.volume_unc)],
                     staging_dir=os.path.join(self.workdir, 'hyperv')).items():
                 self.flags(group='xhv_hyperv', **{name: value})
             # Several computes share this process: the host gets its own

@@ -192,3 +192,44 @@ class VolumesFollowTestCase(nova_cinder.RealCinderMixin,
         self.assertTrue(disks.check_extents(boot_path, boot_extents))
         self.assertTrue(disks.check_extents(path, extents))
         self.assertEqual(before[1], disks.sha256_file(path))
+
+    def test_volume_backed_server_with_a_data_volume_moves_to_vmware(self):
+        cinder = self.cinder_services
+        boot, boot_extents = self.bootable_volume()
+        server = self.boot_volume(boot['id'], host=base.KVM)
+        self.wait_for_console_marker(server, disks.BOOT_MARKER)
+        volume, path, extents = self.data_volume()
+        self.attach(server, volume['id'])
+        boot_path = cinder.volume_file(boot['id'])
+        before = (disks.sha256_file(boot_path), disks.sha256_file(path))
+
+        self.api.post_server_action(server['id'],
+                                    {'migrate': {'host': base.VMW}})
+        server = self._wait_for_state_change(server, 'VERIFY_RESIZE',
+                                             max_retries=240)
+        self._confirm_resize(server)
+        self.assertEqual(sorted([boot['id'], volume['id']]),
+                         self.server_volumes(server))
+        for vol in (boot, volume):
+            [attachment] = cinder.volume(vol['id'])['attachments']
+            self.assertEqual(base.VMW, attachment['host_name'])
+        # vSphere's VM: no disk of its own, both volumes in place through
+        # their descriptors, the boot volume on the first SCSI unit.
+        self.assertEqual(sorted('volume-%s.xhv.vmdk' % v['id']
+                                for v in (boot, volume)),
+                         self.vmware_volume_files(server))
+        vm = self.vm_of(server)
+        units = {d.backing.fileName.split('] ', 1)[1]: d.unitNumber
+                 for d in vm.config.hardware.device
+                 if volumes.is_volume_disk(d)}
+        self.assertEqual(0, units['volume-%s.xhv.vmdk' % boot['id']])
+        self.assertEqual('poweredOn', self.power_state(server))
+        self.assertFalse(nova_base.LibvirtFunctionalTestCase
+                         .hypervisor_guest_exists(self, server))
+        self.assertEqual(before, (disks.sha256_file(boot_path),
+                                  disks.sha256_file(path)))
+        self._delete_server(server)
+        cinder.wait_volume(volume['id'], 'available')
+        cinder.wait_volume(boot['id'], 'available')
+        self.assertTrue(disks.check_extents(boot_path, boot_extents))
+        self.assertTrue(disks.check_extents(path, extents))

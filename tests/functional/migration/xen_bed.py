@@ -28,8 +28,16 @@ def simulator(tc):
     return sim
 
 
-def start_xen(tc, host=XEN):
+def start_xen(tc, host=XEN, volume_export=None):
+    """The Xen compute; ``volume_export``: an export for volumes.
+
+    A folder standing for an NFS export of this machine, and for the
+    compute's mount of it.
+    """
     simulator(tc)
+    if volume_export:
+        tc.flags(group='xhv_xenapi', volume_exports=[
+            '127.0.0.1:%s=%s' % (volume_export, volume_export)])
     return tc.start_compute(host, backend='xenapi')
 
 

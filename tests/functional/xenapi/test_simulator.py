@@ -309,7 +309,8 @@ def test_any_call_with_any_arguments_gets_an_envelope():
                'destroy', 'clone', 'start', 'hard_shutdown', 'clean_reboot',
                'set_memory_limits', 'set_VCPUs_max', 'set_other_config',
                'add_to_other_config', 'remove_from_other_config',
-               'snapshot', 'get_VBDs', 'set_name_label', 'get_virtual_size')
+               'snapshot', 'get_VBDs', 'set_name_label', 'get_virtual_size',
+               'introduce', 'forget', 'plug', 'unplug')
         rng = random.Random(22)
         seen = set()
         for cls, op, arity in itertools.product(

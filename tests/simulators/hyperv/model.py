@@ -5,7 +5,14 @@ names; anything else fails loudly) and emit what Windows PowerShell 5.1
 emits through ``Select-Object | ConvertTo-Json``: enums as integers,
 sizes in bytes.  The host's VM storage path (``C:\\XHV\\Hyper-V`` by
 default) is a local folder, the one Samba shares, so the files a backend
-writes over SMB are the files these cmdlets see.
+writes over SMB are the files these cmdlets see.  UNC paths
+(``\\\\server\\share\\...``) reach the other shares the host was given
+(``unc_shares``: the share a filer shows an NFS export as), as a real host
+opens a VHD on an SMB 3 share.
+
+Disks are checked as Hyper-V checks them: the extension must be ``.vhd``
+or ``.vhdx`` and the file that format (a fixed VHD is its data and a
+512-byte footer at the end; qemu's ``vpc`` driver reads both kinds).
 
 State lives in ``state.json`` in the simulator's folder, rewritten after
 every command, so tests can read the host as the backend left it.
@@ -48,8 +55,11 @@ class HyperVHost(object):
 
     def __init__(self, folder, storage_dir, storage_path='C:\\XHV\\Hyper-V',
                  switches=('xhv-external',), cpus=16,
-                 memory=64 * 1024 ** 3, computer_name='XHV-HV01'):
+                 memory=64 * 1024 ** 3, computer_name='XHV-HV01',
+                 unc_shares=None):
         self.folder = folder
+        self.unc_shares = {k.rstrip('\\').lower(): v
+                           for k, v in (unc_shares or {}).items()}
         self.storage_dir = storage_dir
         self.storage_path = storage_path.rstrip('\\')
         self.lock = threading.RLock()
@@ -103,6 +113,14 @@ class HyperVHost(object):
 
     def local_path(self, path, cmdlet):
         """The local file behind a Windows path on the storage volume."""
+        for unc, folder in self.unc_shares.items():
+            if path.lower().startswith(unc + '\\'):
+                parts = path[len(unc) + 1:].split('\\')
+                if any(p in ('', '.', '..') or '/' in p for p in parts):
+                    raise CommandError("Illegal characters in path '%s'."
+                                       % path, 'InvalidArgument',
+                                       'InvalidArgument')
+                return os.path.join(folder, *parts)
         root = self.storage_path.lower() + '\\'
         if not path.lower().startswith(root):
             raise CommandError(
@@ -168,6 +186,10 @@ class HyperVHost(object):
             self.add_vmharddiskdrive)
         add('Get-VMHardDiskDrive', {'VMName': 'string'},
             self.get_vmharddiskdrive)
+        add('Remove-VMHardDiskDrive', {
+            'VMName': 'string', 'ControllerType': 'string',
+            'ControllerNumber': 'int', 'ControllerLocation': 'int'},
+            self.remove_vmharddiskdrive)
         add('Add-VMNetworkAdapter', {
             'VMName': 'string', 'Name': 'string', 'SwitchName': 'string',
             'StaticMacAddress': 'string', 'IsLegacy': 'bool'},
@@ -338,6 +360,32 @@ class HyperVHost(object):
                 'ControllerLocation': location, 'Path': p['Path']})
         return []
 
+    def remove_vmharddiskdrive(self, p, _):
+        self._required(p, 'Remove-VMHardDiskDrive', 'VMName',
+                       'ControllerType', 'ControllerNumber',
+                       'ControllerLocation')
+        kind = CONTROLLER_TYPES.get(p['ControllerType'].lower())
+        if kind is None:
+            raise CommandError('ControllerType is IDE or SCSI',
+                               'InvalidParameter', 'InvalidArgument')
+        for vm in self._vms(p['VMName'], 'Remove-VMHardDiskDrive'):
+            if kind == CONTROLLER_IDE and vm['State'] != VM_OFF:
+                raise CommandError('IDE disks cannot be removed while the '
+                                   'virtual machine is running.',
+                                   'InvalidState', 'InvalidOperation')
+            slot = (kind, p['ControllerNumber'], p['ControllerLocation'])
+            found = [d for d in vm['HardDrives']
+                     if (d['ControllerType'], d['ControllerNumber'],
+                         d['ControllerLocation']) == slot]
+            if not found:
+                raise CommandError(
+                    'Hyper-V was unable to find a hard disk drive at %s '
+                    '%d:%d.' % (p['ControllerType'], slot[1], slot[2]),
+                    'ObjectNotFound', 'ObjectNotFound')
+            # As on Hyper-V: the drive goes, its file stays.
+            vm['HardDrives'].remove(found[0])
+        return []
+
     def get_vmharddiskdrive(self, p, _):
         self._required(p, 'Get-VMHardDiskDrive', 'VMName')
         out = []
@@ -454,7 +502,14 @@ class HyperVHost(object):
         return []
 
     def _vhd_info(self, local, path):
-        for fmt in ('vhdx', 'vpc'):
+        extension = path.rpartition('.')[2].lower()
+        if '.' not in path or extension not in ('vhd', 'vhdx'):
+            raise CommandError(
+                "The file '%s' does not have a virtual hard disk extension "
+                "(.vhd or .vhdx)." % path, 'InvalidParameter',
+                'InvalidArgument')
+        # The content must be what the extension says.
+        for fmt in (('vhdx',) if extension == 'vhdx' else ('vpc',)):
             result = subprocess.run(
                 ['qemu-img', 'info', '--output=json', '-U', '-f', fmt, local],
                 capture_output=True, text=True)

@@ -18,6 +18,9 @@ import time
 SMBD = '/usr/sbin/smbd'
 PDBEDIT = '/usr/bin/pdbedit'
 SHARE = 'xhv-vms'
+# A second share: the folder the test bed serves as an NFS export, seen
+# over SMB as a dual-protocol filer shows one export to Windows hosts.
+VOLUME_SHARE = 'xhv-volumes'
 
 
 def available():
@@ -32,9 +35,11 @@ def _free_port():
 
 class Samba(object):
 
-    def __init__(self, folder, share_dir, username, password):
+    def __init__(self, folder, share_dir, username, password,
+                 volume_dir=None):
         self.folder = folder
         self.share_dir = share_dir
+        self.volume_dir = volume_dir
         self.username = username
         self.password = password
         self.port = None
@@ -75,7 +80,13 @@ class Samba(object):
                 'path = %s' % self.share_dir,
                 'read only = no',
                 'valid users = root',
-                'force user = root', '']) % dirs)
+                'force user = root', ''] + ([
+                    '[%s]' % VOLUME_SHARE,
+                    'path = %s' % self.volume_dir,
+                    'read only = no',
+                    'valid users = root',
+                    'force user = root', ''] if self.volume_dir else []))
+                % dirs)
         return conf
 
     def start(self, timeout=30):

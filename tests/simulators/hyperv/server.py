@@ -468,6 +468,9 @@ def main(argv=None):
     parser.add_argument('--tls-cert')
     parser.add_argument('--tls-key')
     parser.add_argument('--basic', action='store_true')
+    parser.add_argument('--unc-share', action='append', default=[],
+                        help='\\\\server\\share=<local folder>: an SMB '
+                             'share the host reaches (volumes)')
     args = parser.parse_args(argv)
     with open(args.password_file) as f:
         password = f.read().strip()
@@ -479,7 +482,9 @@ def main(argv=None):
     os.environ['NTLM_USER_FILE'] = users
     host = hv_model.HyperVHost(args.folder, args.storage_dir,
                                args.storage_path,
-                               switches=args.switch or ['xhv-external'])
+                               switches=args.switch or ['xhv-external'],
+                               unc_shares=dict(
+                                   u.split('=', 1) for u in args.unc_share))
     server = Server(('127.0.0.1', 0), Handler)
     server.simulator = Simulator(host, args.folder)
     server.bindings = None

@@ -62,7 +62,13 @@ CLASSES = {
         'shared': (BOOL, True), 'physical_size': (INT, False),
         'physical_utilisation': (INT, False),
         'virtual_allocation': (INT, False),
-        'VDIs': backref('VDI', 'SR'), 'other_config': (MAP, True)},
+        'sm_config': (MAP, False),
+        'VDIs': backref('VDI', 'SR'), 'PBDs': backref('PBD', 'SR'),
+        'other_config': (MAP, True)},
+    'PBD': {
+        'host': (ref('host'), False), 'SR': (ref('SR'), False),
+        'device_config': (MAP, False), 'currently_attached': (BOOL, False),
+        'other_config': (MAP, True)},
     'VDI': {
         'name_label': (STR, True), 'name_description': (STR, True),
         'SR': (ref('SR'), False), 'virtual_size': (INT, False),
@@ -71,7 +77,8 @@ CLASSES = {
         'managed': (BOOL, False), 'missing': (BOOL, False),
         'is_a_snapshot': (BOOL, False), 'snapshot_of': (ref('VDI'), False),
         'VBDs': backref('VBD', 'VDI'), 'other_config': (MAP, True),
-        'sm_config': (MAP, False), 'xenstore_data': (MAP, False)},
+        'sm_config': (MAP, False), 'xenstore_data': (MAP, False),
+        'location': (STR, False)},
     'VBD': {
         'VM': (ref('VM'), False), 'VDI': (ref('VDI'), False),
         'device': (STR, False), 'userdevice': (STR, True),
@@ -114,7 +121,12 @@ CREATE_REQUIRED = {
     'VBD': ('VM', 'VDI', 'userdevice', 'bootable', 'mode', 'type'),
     'VIF': ('device', 'network', 'VM', 'MAC'),
     'VM': ('name_label', 'memory_static_max', 'VCPUs_max'),
+    'PBD': ('host', 'SR', 'device_config'),
 }
+# SMAPI's answers (XE_SR_ERRORCODES) for what the NFS SR driver refuses.
+NFS_MOUNT_ERROR = ('SR_BACKEND_FAILURE_73', '', 'NFS mount error')
+VDI_UNAVAILABLE = ('SR_BACKEND_FAILURE_46', '', 'The VDI is not available')
+VDI_EXISTS = ('SR_BACKEND_FAILURE_41', '', 'The VDI already exists')
 DEFAULTS = {STR: '', INT: 0, BOOL: False, FLOAT: 0.0, MAP: {}, SET: []}
 
 
@@ -215,13 +227,28 @@ class Pool(object):
         return self.objects[cls][opaque]
 
     def sr_dir(self, sr):
-        return os.path.join(self.state_dir, 'sr-' + self.objects['SR'][sr][
-            'uuid'])
+        record = self.objects['SR'][sr]
+        if record['type'] == 'nfs':
+            # NFSSR mounts <serverpath>/<SR uuid>: the exports of this
+            # machine are its own folders (the bed's stand-in for NFS).
+            return self._nfs_dir(sr)
+        return os.path.join(self.state_dir, 'sr-' + record['uuid'])
+
+    def _nfs_dir(self, sr):
+        record = self.objects['SR'][sr]
+        for pbd in self._backrefs('PBD', 'SR', sr):
+            config = self.objects['PBD'][pbd]['device_config']
+            if self.objects['PBD'][pbd]['currently_attached']:
+                return os.path.join(config['serverpath'], record['uuid'])
+        raise XapiError('SR_HAS_NO_PBDS', sr)
 
     def vdi_path(self, vdi):
+        """A file-based SR's VDI: <SR folder>/<location>.raw (or .vhd)."""
         record = self.objects['VDI'][vdi]
+        kind = record['sm_config'].get('type') if record['location'] else None
         return os.path.join(self.sr_dir(record['SR']),
-                            record['uuid'] + '.raw')
+                            (record['location'] or record['uuid']) +
+                            ('.vhd' if kind == 'vhd' else '.raw'))
 
     def _backrefs(self, cls, field, target):
         return [r for r, rec in self.objects[cls].items()
@@ -264,7 +291,7 @@ class Pool(object):
     def _allocated(self, vdi):
         try:
             return os.stat(self.vdi_path(vdi)).st_blocks * 512
-        except FileNotFoundError:
+        except (FileNotFoundError, XapiError):
             return 0
 
     def record_out(self, cls, opaque):
@@ -653,9 +680,160 @@ class Pool(object):
             raise XapiError('FIELD_TYPE_ERROR', 'type')
         fields['managed'] = True
         vdi = self._add('VDI', **fields)
+        self.objects['VDI'][vdi]['location'] = self.objects['VDI'][vdi][
+            'uuid']
         with open(self.vdi_path(vdi), 'wb') as f:
             f.truncate(size)
         return vdi
+
+    @staticmethod
+    def _typed(value, kind, name):
+        ok = {STR: isinstance(value, str), BOOL: isinstance(value, bool),
+              MAP: isinstance(value, dict) and all(
+                  isinstance(k, str) and isinstance(v, str)
+                  for k, v in value.items())}[kind]
+        if not ok:
+            raise XapiError('FIELD_TYPE_ERROR', name)
+        return value
+
+    def VDI_introduce(self, uuid, name_label, name_description, sr, type,
+                      sharable, read_only, other_config, location,
+                      xenstore_data, sm_config, managed, virtual_size,
+                      physical_utilisation, metadata_of_pool,
+                      is_a_snapshot, snapshot_time, snapshot_of):
+        """What a file-based SR's driver does: the file must be there.
+
+        As SMAPI's FileVDI: the VDI is ``<location>.raw`` (sm_config
+        type=raw) or ``<location>.vhd`` in the SR's folder; the SR
+        driver, not the caller, fills in the record (other_config and
+        name_label given here are not kept: set them afterwards).
+        """
+        for value, kind, name in (
+                (uuid, STR, 'uuid'), (name_label, STR, 'name_label'),
+                (name_description, STR, 'name_description'),
+                (type, STR, 'type'), (sharable, BOOL, 'sharable'),
+                (read_only, BOOL, 'read_only'),
+                (other_config, MAP, 'other_config'),
+                (location, STR, 'location'),
+                (xenstore_data, MAP, 'xenstore_data'),
+                (sm_config, MAP, 'sm_config'), (managed, BOOL, 'managed'),
+                (is_a_snapshot, BOOL, 'is_a_snapshot')):
+            self._typed(value, kind, name)
+        self.get('SR', sr)
+        if type not in ('user', 'system'):
+            raise XapiError('FIELD_TYPE_ERROR', 'type')
+        if self.objects['SR'][sr]['type'] != 'nfs':
+            raise XapiError('SR_OPERATION_NOT_SUPPORTED', sr)
+        folder = self.sr_dir(sr)
+        if uuid in self.by_uuid['VDI']:
+            raise XapiError(*VDI_EXISTS)
+        kind = sm_config.get('type', 'vhd')
+        if not location or '/' in location or location.startswith('.') \
+                or kind not in ('raw', 'vhd'):
+            raise XapiError(*VDI_UNAVAILABLE)
+        path = os.path.join(folder, location + '.' + kind)
+        if not os.path.isfile(path):
+            raise XapiError(*VDI_UNAVAILABLE)
+        size = os.path.getsize(path)
+        return self._add('VDI', uuid=uuid or str(uuidlib.uuid4()), SR=sr,
+                         type=type, location=location, managed=True,
+                         sm_config={'type': kind}, virtual_size=size,
+                         read_only=read_only, sharable=sharable)
+
+    def VDI_forget(self, vdi):
+        """The record goes; the file stays (xapi's VDI.forget)."""
+        self.get('VDI', vdi)
+        if self._backrefs('VBD', 'VDI', vdi):
+            raise XapiError('VDI_IN_USE', vdi, 'forget')
+        self._remove('VDI', vdi)
+
+    def SR_introduce(self, uuid, name_label, name_description, type,
+                     content_type, shared, sm_config):
+        for value, kind, name in (
+                (uuid, STR, 'uuid'), (name_label, STR, 'name_label'),
+                (name_description, STR, 'name_description'),
+                (type, STR, 'type'), (content_type, STR, 'content_type'),
+                (shared, BOOL, 'shared'), (sm_config, MAP, 'sm_config')):
+            self._typed(value, kind, name)
+        if type != 'nfs':
+            raise XapiError('SR_UNKNOWN_DRIVER', type)
+        if uuid in self.by_uuid['SR']:
+            raise XapiError('SR_UUID_EXISTS', uuid)
+        return self._add('SR', uuid=uuid or str(uuidlib.uuid4()),
+                         name_label=name_label, type=type,
+                         name_description=name_description,
+                         content_type=content_type, shared=shared,
+                         sm_config=sm_config)
+
+    def SR_forget(self, sr):
+        """The SR's records go (its VDIs' too); no file is touched."""
+        self.get('SR', sr)
+        if any(self.objects['PBD'][p]['currently_attached']
+               for p in self._backrefs('PBD', 'SR', sr)):
+            raise XapiError('SR_HAS_PBD', sr)
+        for vdi in self._backrefs('VDI', 'SR', sr):
+            if self._backrefs('VBD', 'VDI', vdi):
+                raise XapiError('VDI_IN_USE', vdi, 'forget')
+        for vdi in self._backrefs('VDI', 'SR', sr):
+            self._remove('VDI', vdi)
+        for pbd in self._backrefs('PBD', 'SR', sr):
+            self._remove('PBD', pbd)
+        self._remove('SR', sr)
+
+    def PBD_create(self, record):
+        fields = self._create('PBD', record)
+        if NULL in (fields['host'], fields['SR']):
+            raise XapiError('HANDLE_INVALID', 'host/SR', NULL)
+        fields['currently_attached'] = False
+        return self._add('PBD', **fields)
+
+    def PBD_plug(self, pbd):
+        record = self.get('PBD', pbd)
+        if record['currently_attached']:
+            return
+        sr = self.objects['SR'][record['SR']]
+        config = record['device_config']
+        if sr['type'] == 'nfs':
+            server, path = config.get('server'), config.get('serverpath')
+            # Only this machine's folders are "exported" here; NFSSR
+            # mounts <serverpath>/<SR uuid>, which must exist.
+            if server not in ('127.0.0.1', 'localhost') or not path or \
+                    not os.path.isabs(path) or not os.path.isdir(
+                        os.path.join(path, sr['uuid'])):
+                raise XapiError(*NFS_MOUNT_ERROR)
+        record['currently_attached'] = True
+
+    def PBD_unplug(self, pbd):
+        record = self.get('PBD', pbd)
+        for vdi in self._backrefs('VDI', 'SR', record['SR']):
+            if self.vdi_in_use(vdi):
+                raise XapiError('SR_HAS_ATTACHED_VDIS', record['SR'])
+        record['currently_attached'] = False
+
+    def PBD_destroy(self, pbd):
+        if self.get('PBD', pbd)['currently_attached']:
+            raise XapiError('OPERATION_NOT_ALLOWED', 'PBD is plugged')
+        self._remove('PBD', pbd)
+
+    def VBD_plug(self, vbd):
+        record = self.get('VBD', vbd)
+        vm = self._vm(record['VM'])
+        if vm['power_state'] != RUNNING:
+            raise XapiError('VM_BAD_POWER_STATE', record['VM'], 'running',
+                            vm['power_state'].lower())
+        if record['currently_attached']:
+            raise XapiError('DEVICE_ALREADY_ATTACHED', vbd)
+        record['currently_attached'] = True
+
+    def VBD_unplug(self, vbd):
+        record = self.get('VBD', vbd)
+        vm = self._vm(record['VM'])
+        if vm['power_state'] != RUNNING:
+            raise XapiError('VM_BAD_POWER_STATE', record['VM'], 'running',
+                            vm['power_state'].lower())
+        if not record['currently_attached']:
+            raise XapiError('DEVICE_ALREADY_DETACHED', vbd)
+        record['currently_attached'] = False
 
     def vdi_in_use(self, vdi):
         return any(self.objects['VBD'][r]['currently_attached']

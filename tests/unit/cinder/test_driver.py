@@ -274,8 +274,9 @@ class OptsTest(test.TestCase):
                 self.assertGreater(len(opt.help or ''), 20, opt.name)
 
     def test_attach_families_come_from_the_families_facts(self):
-        # vSphere opens raw NFS files in place; qcow2 ones only KVM.
-        self.assertEqual(['kvm', 'vmware'],
+        # Every family opens raw NFS files in place (Hyper-V as a fixed
+        # VHD, Xen as a raw VDI); qcow2 ones only KVM.
+        self.assertEqual(['hyperv', 'kvm', 'vmware', 'xen'],
                          attach.attach_families('nfs', 'raw'))
         self.assertEqual(['kvm'], attach.attach_families('NFS', 'qcow2'))
         self.assertEqual([], attach.attach_families('nfs', 'vhdx'))
@@ -328,6 +329,17 @@ class ConnectorFamilyTest(test.TestCase):
         info = attach.for_connector(self.Volume(), {'xhv_family': 'kvm'},
                                     self.nfs_info('qcow2'), 'qcow2')
         self.assertEqual('kvm', info['data']['xhv_family'])
+        for name in ('hyperv', 'xen'):
+            info = attach.for_connector(self.Volume(), {'xhv_family': name},
+                                        self.nfs_info('raw'), 'raw')
+            self.assertEqual((name, 'raw'), (info['data']['xhv_family'],
+                                             info['data']['format']))
+            error = self.assertRaises(
+                exception.VolumeBackendAPIException, attach.for_connector,
+                self.Volume(), {'xhv_family': name}, self.nfs_info('qcow2'),
+                'qcow2')
+            self.assertIn('which the %s family does not attach' % name,
+                          str(error))
 
     def test_refuses_what_the_family_cannot_open_with_the_reason(self):
         error = self.assertRaises(

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+import families
 import services
 from services import log
 
@@ -377,6 +378,7 @@ class Demo:
         self.step('revert demo: server migrate revert', lambda: (
             self.cli('server', 'migrate', 'revert', rev),
             self.wait_server(rev, 'ACTIVE', self.vmware)), skip=skip)
+        families.demo_steps(self, no_migration)
         self.volume_steps()
         self.follow_steps(no_migration)
         self.policy_steps(no_migration)

@@ -468,6 +468,8 @@ def main(argv=None):
     parser.add_argument('--tls-cert')
     parser.add_argument('--tls-key')
     parser.add_argument('--basic', action='store_true')
+    parser.add_argument('--port', type=int, default=0,
+                        help='0 (default): a free port')
     args = parser.parse_args(argv)
     with open(args.password_file) as f:
         password = f.read().strip()
@@ -480,7 +482,7 @@ def main(argv=None):
     host = hv_model.HyperVHost(args.folder, args.storage_dir,
                                args.storage_path,
                                switches=args.switch or ['xhv-external'])
-    server = Server(('127.0.0.1', 0), Handler)
+    server = Server(('127.0.0.1', args.port), Handler)
     server.simulator = Simulator(host, args.folder)
     server.bindings = None
     tls = bool(args.tls_cert)

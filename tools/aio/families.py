@@ -27,6 +27,7 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
+import uuid as uuidlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
@@ -172,13 +173,32 @@ def _start_xapi(cloud):
         _private_file(settings, json.dumps({
             'state_dir': os.path.join(workdir, 'state'),
             'username': XAPI_USER, 'password': cloud.secrets['xapi'],
-            'cert': cert, 'key': key, 'port': PORTS['xapi-sim']}))
+            'cert': cert, 'key': key, 'port': PORTS['xapi-sim'],
+            'pool_uuid': _pool_uuid(cloud)}))
         procs.start('xapi-sim', [
             os.path.join(cloud.bin, 'python'), '-m',
             'tests.simulators.xenapi.server', '--settings-file', settings],
             cwd=TOP)
     procs.wait_for('xapi-sim', lambda: _answers_tls(PORTS['xapi-sim'], ca),
                    60, 'answering over HTTPS')
+
+
+def _pool_uuid(cloud):
+    """The simulated pool's uuid, the same for every start of this cloud.
+
+    It is the Xen compute's node identity: a new pool at each start would
+    leave Nova a second, stale Xen node (and the compute's compute_id).
+    """
+    path = os.path.join(cloud.etc, 'xapi-pool-uuid')
+    try:
+        with open(path) as f:
+            return str(uuidlib.UUID(f.read().strip()))
+    except (FileNotFoundError, ValueError):
+        pass
+    value = str(uuidlib.uuid4())
+    with open(path, 'w') as f:
+        f.write(value + '\n')
+    return value
 
 
 def _listens(port):

@@ -96,6 +96,25 @@ def xapi_login(conf):
             opts['username'], opts['password'], '2.21', 'xhv-aio-test')
 
 
+def xapi_pool_uuid(cloud):
+    context = ssl.create_default_context(
+        cafile=os.path.join(cloud.lib, 'xapi', 'ca.pem'))
+
+    class Transport(XenAPI.xmlrpclib.SafeTransport):
+        pass
+
+    session = XenAPI.Session('https://127.0.0.1:%d'
+                             % families.PORTS['xapi-sim'],
+                             transport=Transport(context=context))
+    session.xenapi.login_with_password(
+        families.XAPI_USER, cloud.secrets['xapi'], '2.21', 'xhv-aio-test')
+    try:
+        pools = session.xenapi.pool.get_all()
+        return session.xenapi.pool.get_uuid(pools[0])
+    finally:
+        session.xenapi.session.logout()
+
+
 @pytest.fixture
 def cloud(tmp_path, monkeypatch):
     monkeypatch.setattr(families, 'PORTS', {name: free_port() for name in
@@ -148,6 +167,13 @@ def test_services_configs_secrets_and_stop(cloud):
                 assert not [p for p in passwords if p in text], \
                     (name, member, what)
     lib = cloud.lib
+    # The pool keeps its uuid (the Xen node's identity) across restarts.
+    pool = open(cloud.conf('xapi-pool-uuid')).read().strip()
+    assert xapi_pool_uuid(cloud) == pool
+    cloud.procs.stop('xapi-sim')
+    families.start(cloud, ('xenapi',))
+    assert xapi_pool_uuid(cloud) == pool
+    pids['xapi-sim'] = cloud.procs.pid('xapi-sim')
     for private in (os.path.join(lib, 'hyperv', 'host', 'password'),
                     os.path.join(lib, 'xapi', 'settings.json'),
                     os.path.join(cloud.etc, 'secrets.json')):

@@ -12,7 +12,8 @@ prints one JSON line ``{"scheme", "port", "srs": {name: {"uuid", "dir"}},
 "networks": {name: uuid}}`` once it listens on a free port of 127.0.0.1,
 and serves until stdin closes.  As a service (tools/aio):
 ``--settings-file FILE`` reads the same settings (plus ``"port"``, 0 or
-absent: a free one) from a file only its owner reads, and serves until
+absent: a free one; ``"pool_uuid"``, the pool's uuid across restarts)
+from a file only its owner reads, and serves until
 SIGTERM.  SIGUSR1 invalidates every session (what a xapi restart
 does).  ``<state_dir>/faults.json``, read at each request,
 injects faults for tests::
@@ -424,7 +425,8 @@ def main(argv=None):
         sr_size=int(settings.get('sr_size', 1 << 40)),
         networks=tuple(settings.get('networks') or
                        ('Pool-wide network associated with eth0',)),
-        srs=tuple(settings.get('srs') or ('Local storage',)))
+        srs=tuple(settings.get('srs') or ('Local storage',)),
+        pool_uuid=settings.get('pool_uuid'))
     context = None
     if settings.get('cert'):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -69,9 +69,6 @@ hyperv_opts = [
                      'network is plugged into (split at the first colon). '
                      'Every vSwitch named must exist on the host '
                      '(checked at start).'),
-    cfg.StrOpt('default_vswitch',
-               help='vSwitch for ports whose network has no physical '
-                    'network mapped above. Empty: such ports are refused.'),
     cfg.ListOpt('volume_shares', default=[],
                 help='<nfs host>:<export path>=\\\\<smb host>\\<share> '
                      'pairs: the SMB share under which this Hyper-V host '

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+import families
 import network_demo
 import services
 from services import log
@@ -381,6 +382,7 @@ class Demo:
             self.cli('server', 'migrate', 'revert', rev),
             self.wait_server(rev, 'ACTIVE', self.vmware)), skip=skip)
         network_demo.NetworkDemo(self).steps(no_migration)
+        families.demo_steps(self, no_migration)
         self.volume_steps()
         self.follow_steps(no_migration)
         self.policy_steps(no_migration)

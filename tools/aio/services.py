@@ -18,6 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 
+import families
 import procs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,8 +49,9 @@ CATALOG = [  # (user/service name, type, url)
 ]
 # Older service type names clients still look up: (service name, type, url).
 CATALOG_ALIASES = [('cinderv3', 'volumev3', 'http://127.0.0.1:8776/v3')]
-BACKENDS = ('libvirt', 'vmware')
-HOSTS = {'libvirt': 'aio-kvm', 'vmware': 'aio-vmware'}
+BACKENDS = ('libvirt', 'vmware') + families.BACKENDS
+HOSTS = dict({'libvirt': 'aio-kvm', 'vmware': 'aio-vmware'},
+             **families.HOSTS)
 DB_USERS = {'keystone': ['keystone'], 'glance': ['glance'],
             'placement': ['placement'], 'neutron': ['neutron'],
             'nova': ['nova_api', 'nova', 'nova_cell0'],
@@ -104,7 +106,8 @@ class Cloud:
             data = {}
         names = (['admin', 'rabbit', 'vcsim', 'exchange'] +
                  ['db_' + s for s in DB_USERS] +
-                 ['svc_' + s for s, _, _ in CATALOG])
+                 ['svc_' + s for s, _, _ in CATALOG] +
+                 list(families.SECRETS))
         changed = False
         for name in names:
             if name not in data:
@@ -168,6 +171,7 @@ class Cloud:
         if '@VIRT_TYPE@' in text:
             # Only the KVM compute's config probes (libvirtd is up then).
             values['VIRT_TYPE'], values['LIBVIRT_CPU'] = self.libvirt_cpu()
+        values.update(families.config_values(self))
         values.update(extra or {})
         for svc in DB_USERS:
             values['DB_PW_' + svc] = self.secrets['db_' + svc]

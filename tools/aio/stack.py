@@ -7,6 +7,7 @@ import time
 import yaml
 
 import block_storage
+import families
 import network
 import services
 from services import log
@@ -17,7 +18,8 @@ NOVA_SERVICES = ('nova-conductor', 'nova-scheduler')
 STOP_ORDER = (['nova-compute-%s' % b for b in services.BACKENDS] +
               list(reversed(block_storage.SERVICES)) +
               ['nova-scheduler', 'nova-conductor', 'nova-api', 'neutron',
-               'placement', 'glance', 'keystone', 'vcsim', 'rabbitmq',
+               'placement', 'glance', 'keystone'] + list(families.SERVICES) +
+              ['vcsim', 'rabbitmq',
                'epmd', 'mariadb', 'libvirtd', 'virtlogd'])
 CLOUD_NAME = 'xhv-aio'
 # A Nova service that logs this at start stays alive but never gets ready.
@@ -74,7 +76,8 @@ class Stack:
         self.procs = cloud.procs
         self.storage = block_storage.BlockStorage(cloud)
 
-    def up(self, backends=services.BACKENDS):
+    def up(self, backends=None):
+        backends = backends or families.selected(services.BACKENDS)
         c = self.cloud
         c.write_configs()
         self.storage.write_configs()
@@ -86,6 +89,7 @@ class Stack:
             c.libvirtd()
         if 'vmware' in backends:
             c.vcsim()
+        families.start(c, backends)
         self.keystone()
         self.glance_placement_neutron()
         # Cinder starts while Nova does; both are waited for below.

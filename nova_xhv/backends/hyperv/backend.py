@@ -92,8 +92,7 @@ class HyperVBackend(base.Backend):
                 detail='transport basic sends the password in clear over '
                        'HTTP: set use_https = true or use ntlm')
         try:
-            self._mappings = network.parse_mappings(conf.vswitch_mappings,
-                                                    conf.default_vswitch)
+            self._mappings = network.parse_mappings(conf.vswitch_mappings)
             volume_shares = hv_volumes.parse_mappings(conf.volume_shares)
         except ValueError as exc:
             raise HyperVConfigError(detail=str(exc))
@@ -136,7 +135,7 @@ class HyperVBackend(base.Backend):
         if missing:
             raise HyperVConfigError(
                 detail='vSwitch(es) %s named in [xhv_hyperv] '
-                       'vswitch_mappings/default_vswitch do not exist on '
+                       'vswitch_mappings do not exist on '
                        '%s (it has: %s)' % (', '.join(map(repr, missing)),
                                             found[0]['ComputerName'],
                                             ', '.join(sorted(switches))))

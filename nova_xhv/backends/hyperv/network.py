@@ -3,12 +3,12 @@
 A port is plugged as a VM network adapter named ``xhv-<port id>``, on
 the vSwitch its binding names (``hyperv_vswitch``, set by XHV's ML2
 driver from ``[ml2_xhv] physical_network_mappings``) or else the one
-``[xhv_hyperv] vswitch_mappings`` gives the port's physical network (or
-``default_vswitch``), with the port's MAC as a static MAC and, when the
-segment is a VLAN, the adapter in access mode on that VLAN id.  The
-binding details carry the segment (``physical_network``,
-``network_type``, ``segmentation_id``: Neutron's names); a network's
-``meta`` is read where an older binding left them.
+``[xhv_hyperv] vswitch_mappings`` gives the port's physical network,
+with the port's MAC as a static MAC and, when the segment is a VLAN,
+the adapter in access mode on that VLAN id.  The binding details carry
+the segment (``physical_network``, ``network_type``,
+``segmentation_id``: Neutron's names); a network's ``meta`` is read
+where an older binding left them.
 """
 
 import re
@@ -22,14 +22,13 @@ REFUSED_VIF_TYPES = ('binding_failed', 'unbound')
 VIF_TYPES = ('hyperv',)
 SWITCH_DETAIL = 'hyperv_vswitch'
 ADAPTER_PREFIX = 'xhv-'
-DEFAULT = None  # the mapping key of default_vswitch
 
 
 class HyperVNetworkError(exception.NovaException):
     msg_fmt = 'Cannot plug port %(port)s on Hyper-V: %(reason)s'
 
 
-def parse_mappings(pairs, default_vswitch=None):
+def parse_mappings(pairs):
     """{physical_network: vSwitch} from ``physnet:vSwitch`` items."""
     mappings = {}
     for pair in pairs or []:
@@ -42,8 +41,6 @@ def parse_mappings(pairs, default_vswitch=None):
             raise ValueError('[xhv_hyperv] vswitch_mappings maps %r twice'
                              % physnet)
         mappings[physnet] = switch
-    if default_vswitch:
-        mappings[DEFAULT] = default_vswitch
     return mappings
 
 
@@ -78,13 +75,11 @@ def adapter(vif, mappings):
     if not switch and physnet:
         switch = mappings.get(physnet)
     if switch is None:
-        switch = mappings.get(DEFAULT)
-    if switch is None:
         raise HyperVNetworkError(
             port=port, reason='the binding names no vSwitch (%s) and none '
                               'is mapped for physical network %r '
-                              '([xhv_hyperv] vswitch_mappings, '
-                              'default_vswitch)' % (SWITCH_DETAIL, physnet))
+                              '([xhv_hyperv] vswitch_mappings)'
+                              % (SWITCH_DETAIL, physnet))
     mac = vif.get('address') or ''
     if not MAC.match(mac):
         raise HyperVNetworkError(port=port, reason='MAC address %r' % mac)

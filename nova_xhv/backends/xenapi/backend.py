@@ -21,6 +21,7 @@ from nova.image import glance
 from nova.objects import fields as obj_fields
 from nova.virt import driver
 from nova.virt import hardware as nova_hardware
+from nova.virt import node as nova_node
 import os_resource_classes as orc
 from oslo_log import log as logging
 from oslo_utils import versionutils
@@ -108,10 +109,30 @@ class XenAPIBackend(base.Backend):
             self._default_network = self._find(
                 'network', self._conf['default_network'], 'default_network')
         self._nodename = self.xapi.call('pool.get_uuid', pool)
+        self._persist_node_identity()
         # Exports hold guest data: keep the folder private.
         os.makedirs(self._staging_root, mode=0o700, exist_ok=True)
         LOG.info('XHV xenapi backend drives pool %s through %s',
                  self._nodename, self.xapi.url)
+
+    def _persist_node_identity(self):
+        """Write Nova's ``$state_path/compute_id`` on the first start.
+
+        Nova (since 2023.2) refuses every later start of a compute without
+        that file, right after this init_host; Nova's default
+        get_nodenames_by_uuid writes it, this backend's (the pool's uuid
+        is the node's identity) does not.  Nova only checks that the file
+        exists: a compute pointed at another pool keeps it and gets a new
+        node for the new pool (the old one is deleted as an orphan).
+        """
+        found = nova_node.read_local_node_uuid()
+        if found is None:
+            os.makedirs(CONF.state_path, exist_ok=True)
+            nova_node.write_local_node_uuid(self._nodename)
+        elif found != self._nodename:
+            LOG.warning('Node identity %s (compute_id) is not the pool %s '
+                        'this compute drives now: Nova makes a new node for '
+                        'the pool', found, self._nodename)
 
     def _find(self, cls, wanted, option):
         """The one ``cls`` whose uuid or name-label is ``wanted``."""

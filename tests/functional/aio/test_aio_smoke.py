@@ -2,14 +2,16 @@
 
 Runs the real all-in-one cloud (MariaDB, RabbitMQ, Keystone, Glance,
 Placement, neutron-server with OVN + XHV's ML2 driver on Open vSwitch/OVN
-in userspace, Nova with a KVM and a vSphere compute on vcsim, Cinder with
-XHV's volume driver around the NFS driver) in its own state directory,
-checks the demo's step table and what the ``openstack`` CLI sees -- down
-to the bytes of the vmdk image Cinder made from a volume, and the DHCP
-lease a moved Linux guest prints for its port -- and tears it all down,
-asserting that no process, mount, libvirt domain, network namespace or
-OVS bridge device of it is left.  Needs root and the services' ports
-(5000, 8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989) free.
+in userspace, Nova with a KVM compute, a vSphere compute on vcsim, a
+Hyper-V compute on the WinRM simulator and its Samba share and a Xen
+compute on the xapi simulator, Cinder with XHV's volume driver around the
+NFS driver) in its own state directory, checks the demo's step table and
+what the ``openstack`` CLI sees -- down to the bytes of the vmdk image
+Cinder made from a volume, and the DHCP lease a moved Linux guest prints
+for its port -- and tears it all down, asserting that no process, mount,
+libvirt domain, network namespace or OVS bridge device of it (simulators
+and smbd included) is left.  Needs root and the services' ports (5000,
+8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989, 5986, 4445, 8443) free.
 """
 
 import json
@@ -29,11 +31,13 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, os.path.join(TOP, 'tools', 'aio'))
 import demo as aio_demo  # noqa: E402  (tools/aio is no package)
+import families as aio_families  # noqa: E402
 import network as aio_network  # noqa: E402
 import network_demo as aio_network_demo  # noqa: E402
 AIO = os.path.join(TOP, 'tools', 'xhv-aio')
 STATE = os.environ.get('XHV_AIO_TEST_DIR', '/var/lib/xhv-aio-test')
-PORTS = (5000, 8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989)
+PORTS = (5000, 8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989) + tuple(
+    aio_families.PORTS.values())
 OPENSTACK = os.path.join(os.environ.get('XHV_VENV', '/opt/xhv/venv'), 'bin',
                          'openstack')
 # Steps that need the cross-hypervisor migration; the demo marks them
@@ -45,7 +49,9 @@ MIGRATION_STEPS = ('server migrate --host', 'server migrate confirm',
                    'volume follows: server migrate',
                    'policy: admin server migrate',
                    'network: server migrate',
-                   "network: console log show (KVM): the port's MAC")
+                   "network: console log show (KVM): the port's MAC",
+                   'hyperv: server migrate', 'hyperv: console log show',
+                   'xen: server migrate', 'xen: console log show')
 # The network daemons of tools/aio/network.py, by their command names.
 NETWORK_COMMANDS = ('ovsdb-server', 'ovs-vswitchd', 'ovn-northd',
                     'ovn-controller')
@@ -293,6 +299,85 @@ def check_network(output):
     assert guest.leases(console.stdout) == {mac: ip}, console.stdout[-2000:]
 
 
+FAMILY_STEPS = (
+    'hypervisor list: four families',
+    'hyperv: server create --nic none on aio-vmware',
+    'hyperv: server migrate --host aio-hyperv + confirm',
+    'hyperv: server migrate --host aio-kvm + confirm',
+    'hyperv: console log show (KVM, vmdk->vhdx->qcow2): boot marker',
+    'xen: server create --nic none on aio-kvm',
+    'xen: server migrate --host aio-xen + revert',
+    'xen: server migrate --host aio-xen + confirm',
+    'xen: server migrate --host aio-kvm + confirm',
+    'xen: console log show (KVM, qcow2->vhd->qcow2): boot marker')
+
+
+def check_families(rows):
+    """The moves through Hyper-V and Xen, seen through the CLI and hosts."""
+    for title in FAMILY_STEPS:
+        assert rows.get(title, ('', ''))[1] == 'ok', (title, rows)
+    hyperv = cli('server', 'show', aio_families.HYPERV_SERVER)
+    xen = cli('server', 'show', aio_families.XEN_SERVER)
+    for server in (hyperv, xen):
+        assert server['status'] == 'ACTIVE', server
+        assert server['OS-EXT-SRV-ATTR:host'] == 'aio-kvm', server
+    # Where each migration went, oldest first (Nova's records).
+    for server, wanted in ((hyperv, [('aio-vmware', 'aio-hyperv',
+                                      'confirmed'),
+                                     ('aio-hyperv', 'aio-kvm',
+                                      'confirmed')]),
+                           (xen, [('aio-kvm', 'aio-xen', 'reverted'),
+                                  ('aio-kvm', 'aio-xen', 'confirmed'),
+                                  ('aio-xen', 'aio-kvm', 'confirmed')])):
+        migrations = cli('server', 'migration', 'list', '--server',
+                         server['id'], '--sort-column', 'Id')
+        assert [(m['Source Compute'], m['Dest Compute'], m['Status'])
+                for m in migrations] == wanted, migrations
+    # The servers left both simulated hosts without a trace: no VM, no
+    # disk file on the Hyper-V host's share or in the Xen SR.
+    lib = os.path.join(STATE, 'lib')
+    with open(os.path.join(lib, 'hyperv', 'host', 'state.json')) as f:
+        assert json.load(f)['vms'] == []
+    for folder in (os.path.join(lib, 'hyperv', 'storage'),
+                   os.path.join(lib, 'xapi', 'state')):
+        left = [os.path.join(d, n) for d, _, names in os.walk(folder)
+                for n in names if n.endswith(('.vhdx', '.vhd', '.raw'))]
+        assert not left, left
+
+
+def process_groups(names):
+    """Every live process in the process groups of these services."""
+    status = aio('status').stdout
+    pgids = set()
+    for line in status.splitlines():
+        fields = line.split()
+        if fields and fields[0] in names and fields[1].isdigit():
+            pgids.add(int(fields[1]))
+    return members(pgids), pgids
+
+
+def zombie(pid):
+    """Exited, not yet reaped (by init, for a service's orphans)."""
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            return 'State:\tZ' in f.read()
+    except OSError:
+        return True
+
+
+def members(pgids):
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) in pgids and not zombie(int(entry)):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
 def step_table(output):
     """{step title: (seconds, result)} parsed from the demo's table."""
     rows = {}
@@ -363,7 +448,10 @@ def test_demo_end_to_end_then_down():
             capture_output=True, text=True, timeout=60)
         assert hypervisors.returncode == 0, hypervisors.stderr
         kinds = sorted(hypervisors.stdout.splitlines())
-        assert kinds == ['QEMU up', 'VMware vCenter Server up'], kinds
+        assert kinds == ['QEMU up', 'VMware vCenter Server up', 'hyperv up',
+                         'xen up'], kinds
+        if not any(r[1].startswith('SKIPPED') for r in rows.values()):
+            check_families(rows)
         try:
             check_block_storage()
             with tempfile.TemporaryDirectory(prefix='xhv-smoke-') as tmp:
@@ -392,10 +480,14 @@ def test_demo_end_to_end_then_down():
         status = aio('status')
         assert status.returncode == 0, status.stdout
         for name in ('nova-compute-vmware', 'cinder-api', 'cinder-scheduler',
-                     'cinder-volume'):
+                     'cinder-volume', 'nova-compute-hyperv',
+                     'nova-compute-xenapi') + aio_families.SERVICES:
             assert name in status.stdout, status.stdout
         assert our_mounts(), 'the xhv-nfs share is not bind-mounted'
     finally:
+        # smbd forks a child per client, under its own name: what the
+        # simulators' and smbd's process groups hold must go with down.
+        simulated, pgids = process_groups(aio_families.SERVICES)
         down = aio('down', timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
     after = aio('status')
@@ -408,3 +500,5 @@ def test_demo_end_to_end_then_down():
     assert namespaces() <= netns_before, namespaces() - netns_before
     for device in (aio_network.BRIDGE, aio_network.EXT_BRIDGE):
         assert not device_exists(device), '%s left' % device
+    assert len(pgids) == len(aio_families.SERVICES), pgids
+    assert simulated and not members(pgids), 'left: %s' % members(pgids)

@@ -57,6 +57,11 @@ def make_backend(sim, tmp_path):
         options.update(overrides)
         for name, value in options.items():
             fixture.config(group='xhv_xenapi', **{name: value})
+        # init_host writes Nova's compute_id there (Nova also looks next
+        # to the config files, an option a parsed command line registers).
+        fixture.config(state_path=str(tmp_path / 'state'))
+        if 'config_file' not in cfg.CONF:
+            fixture.register_opt(cfg.MultiStrOpt('config_file', default=[]))
         backend = xen_backend.XenAPIBackend(None)
         if start:
             backend.init_host('xhv-test-host')
@@ -184,6 +189,21 @@ def test_sr_by_uuid_and_resources(make_backend, sim):
     assert res['vcpus'] == 16 and res['memory_mb'] == 64 * 1024
     assert res['local_gb'] == 1024
     assert res['supported_instances'][0][1] == 'xen'
+
+
+def test_node_identity_persists_for_the_next_start(make_backend, tmp_path):
+    # Nova refuses a compute's second start without $state_path/compute_id
+    # (ComputeManager._ensure_existing_node_identity, after init_host).
+    compute_id = tmp_path / 'state' / 'compute_id'
+    first = make_backend()
+    pool = first.get_available_nodes()[0]
+    assert compute_id.read_text() == pool
+    assert first.get_nodenames_by_uuid() == {pool: pool}
+    make_backend()  # a restart: the file is kept as it is
+    assert compute_id.read_text() == pool
+    compute_id.write_text('5c8cd4e5-7a3b-4d4c-9b7e-0e4f3b2a1c9d')
+    make_backend()  # another pool since: Nova makes a new node
+    assert compute_id.read_text() == '5c8cd4e5-7a3b-4d4c-9b7e-0e4f3b2a1c9d'
 
 
 # -- sessions and failures --------------------------------------------------

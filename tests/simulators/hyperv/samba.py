@@ -89,16 +89,25 @@ class Samba(object):
                 % dirs)
         return conf
 
-    def start(self, timeout=30):
-        self.port = _free_port()
+    def prepare(self, port=None):
+        """smb.conf and passdb for ``port`` (None: a free one); smbd's argv.
+
+        The password reaches pdbedit on its stdin, never its argv.  The
+        argv runs smbd in the foreground, in the caller's process group.
+        """
+        self.port = port or _free_port()
         conf = self._config()
         subprocess.run([PDBEDIT, '-s', conf, '-a', '-u', 'root', '-t'],
                        input='%s\n%s\n' % (self.password, self.password),
                        text=True, check=True, capture_output=True)
+        return [SMBD, '-F', '--no-process-group', '-s', conf,
+                '--debug-stdout', '-d', '1']
+
+    def start(self, timeout=30):
+        argv = self.prepare()
         log = open(os.path.join(self.folder, 'smbd.out'), 'wb')
         self.proc = subprocess.Popen(
-            [SMBD, '-F', '--no-process-group', '-s', conf, '--debug-stdout',
-             '-d', '1'], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout

@@ -471,6 +471,8 @@ def main(argv=None):
     parser.add_argument('--unc-share', action='append', default=[],
                         help='\\\\server\\share=<local folder>: an SMB '
                              'share the host reaches (volumes)')
+    parser.add_argument('--port', type=int, default=0,
+                        help='0 (default): a free port')
     args = parser.parse_args(argv)
     with open(args.password_file) as f:
         password = f.read().strip()
@@ -485,7 +487,7 @@ def main(argv=None):
                                switches=args.switch or ['xhv-external'],
                                unc_shares=dict(
                                    u.split('=', 1) for u in args.unc_share))
-    server = Server(('127.0.0.1', 0), Handler)
+    server = Server(('127.0.0.1', args.port), Handler)
     server.simulator = Simulator(host, args.folder)
     server.bindings = None
     tls = bool(args.tls_cert)

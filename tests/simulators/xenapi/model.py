@@ -150,7 +150,8 @@ class Pool(object):
 
     def __init__(self, state_dir, username, password, sr_size=1 << 40,
                  networks=('Pool-wide network associated with eth0',),
-                 srs=('Local storage',), host_memory=64 << 30, host_cpus=16):
+                 srs=('Local storage',), host_memory=64 << 30, host_cpus=16,
+                 pool_uuid=None):
         self.username = username
         self.password = password
         self.state_dir = state_dir
@@ -172,8 +173,11 @@ class Pool(object):
             os.makedirs(self.sr_dir(sr), exist_ok=True)
             if n == 0:
                 default = sr
+        # pool_uuid: the same pool across restarts (a service's), as a
+        # real pool keeps its uuid; None: a new one.
         self.pool = self._add('pool', name_label='xhv-sim-pool',
-                              master=self.host, default_SR=default)
+                              master=self.host, default_SR=default,
+                              **({'uuid': pool_uuid} if pool_uuid else {}))
         for n, name in enumerate(networks):
             self._add('network', name_label=name, bridge='xenbr%d' % n,
                       MTU=1500)

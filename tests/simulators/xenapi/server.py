@@ -10,8 +10,12 @@ environment)::
 
 prints one JSON line ``{"scheme", "port", "srs": {name: {"uuid", "dir"}},
 "networks": {name: uuid}}`` once it listens on a free port of 127.0.0.1,
-and serves until stdin closes.  SIGUSR1 invalidates every session (what
-a xapi restart does).  ``<state_dir>/faults.json``, read at each request,
+and serves until stdin closes.  As a service (tools/aio):
+``--settings-file FILE`` reads the same settings (plus ``"port"``, 0 or
+absent: a free one; ``"pool_uuid"``, the pool's uuid across restarts)
+from a file only its owner reads, and serves until
+SIGTERM.  SIGUSR1 invalidates every session (what a xapi restart
+does).  ``<state_dir>/faults.json``, read at each request,
 injects faults for tests::
 
     {"calls": {"VM.start": ["SR_BACKEND_FAILURE_1", "why"]},
@@ -37,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 import urllib.parse
 import uuid as uuidlib
@@ -378,8 +383,8 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, pool, context=None):
-        super().__init__(('127.0.0.1', 0), Handler)
+    def __init__(self, pool, context=None, port=0):
+        super().__init__(('127.0.0.1', port), Handler)
         self.pool = pool
         self.lock = threading.Lock()
         self.context = context
@@ -400,8 +405,19 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         pass  # TLS handshake failures, resets: the client sees them
 
 
-def main():
-    settings = json.loads(sys.stdin.readline())
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    settings_file = None
+    if argv[:1] == ['--settings-file'] and len(argv) == 2:
+        settings_file = argv[1]
+    elif argv:
+        sys.exit('usage: python -m tests.simulators.xenapi.server '
+                 '[--settings-file FILE]')
+    if settings_file:
+        with open(settings_file) as f:
+            settings = json.load(f)
+    else:
+        settings = json.loads(sys.stdin.readline())
     state_dir = settings['state_dir']
     os.makedirs(state_dir, exist_ok=True)
     pool = model.Pool(
@@ -409,12 +425,13 @@ def main():
         sr_size=int(settings.get('sr_size', 1 << 40)),
         networks=tuple(settings.get('networks') or
                        ('Pool-wide network associated with eth0',)),
-        srs=tuple(settings.get('srs') or ('Local storage',)))
+        srs=tuple(settings.get('srs') or ('Local storage',)),
+        pool_uuid=settings.get('pool_uuid'))
     context = None
     if settings.get('cert'):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(settings['cert'], settings['key'])
-    server = Server(pool, context)
+    server = Server(pool, context, port=int(settings.get('port', 0)))
 
     def expire(signum, frame):
         with server.lock:
@@ -430,6 +447,10 @@ def main():
                       'port': server.server_address[1], 'srs': srs,
                       'networks': networks}), flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    if settings_file:
+        # A service (tools/aio): serves until SIGTERM ends the process.
+        while True:
+            time.sleep(0.1)
     # Until the test closes our stdin (or dies).  Short waits, not one
     # blocking read: a signal that lands on another thread runs its
     # handler only when this thread runs Python code again.

@@ -32,9 +32,8 @@ def test_as_list():
 
 
 def test_mappings():
-    assert network.parse_mappings(['physnet1:sw:with:colons', 'p2: b '],
-                                  'default') == {
-        'physnet1': 'sw:with:colons', 'p2': 'b', network.DEFAULT: 'default'}
+    assert network.parse_mappings(['physnet1:sw:with:colons', 'p2: b ']) == {
+        'physnet1': 'sw:with:colons', 'p2': 'b'}
     for bad in (['nocolon'], [':sw'], ['p:'], ['p:a', 'p:b']):
         with pytest.raises(ValueError):
             network.parse_mappings(bad)

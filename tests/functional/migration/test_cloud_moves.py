@@ -61,10 +61,10 @@ CLOUD_BEDS = dict(test_matrix.FAMILY_BEDS, cloud=test_matrix.Bed(
     lambda tc: tc.make_image('qcow2', name='cloud-guest'), _cloud_disk))
 
 
-class TestCloudMoves(test_matrix.MoveChecks, base.CrossHypervisorTestCase):
+class CloudMoveCase(test_matrix.MoveChecks, base.CrossHypervisorTestCase):
+    """The harness with a cloud compute (pairs in the subclasses)."""
 
     beds = CLOUD_BEDS
-    uses_kvm = False
 
     def set_up_backend(self):
         super().set_up_backend()
@@ -92,10 +92,28 @@ class TestCloudMoves(test_matrix.MoveChecks, base.CrossHypervisorTestCase):
             admin.close()
         return found
 
+
+class TestCloudMoves(CloudMoveCase):
+    """With the fake family: no libvirtd."""
+
+    uses_kvm = False
+
     def test_fake_to_cloud(self):
         self._move_revert_move_confirm('fake', 'cloud')
         self.assertEqual([], self._remote_leftovers())
 
     def test_cloud_to_fake(self):
         self._move_revert_move_confirm('cloud', 'fake')
+        self.assertEqual([], self._remote_leftovers())
+
+
+class TestCloudKvmMoves(CloudMoveCase):
+    """With KVM (real libvirtd): the guest boots after a move into KVM."""
+
+    def test_kvm_to_cloud(self):
+        self._move_revert_move_confirm('kvm', 'cloud')
+        self.assertEqual([], self._remote_leftovers())
+
+    def test_cloud_to_kvm(self):
+        self._move_revert_move_confirm('cloud', 'kvm')
         self.assertEqual([], self._remote_leftovers())

@@ -42,6 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
                       name='smbclient') from exc
 
 from nova_xhv.backends.hyperv import storage
+from nova_xhv.backends import nfs_volume
 
 LOG = logging.getLogger(__name__)
 
@@ -125,27 +126,16 @@ def parse_mappings(pairs):
 
 def file_volume(connection_info):
     """(nfs host, export path, file name) of a raw NFS volume's info."""
-    kind = connection_info.get('driver_volume_type')
-    data = connection_info.get('data') or {}
-    if kind != 'nfs':
-        raise exception.VolumeDriverNotFound(driver_type=kind)
-    fmt = data.get('format') or 'raw'
-    if fmt != 'raw':
-        raise HyperVVolumeError(
-            reason='the volume is stored as %s; Hyper-V attaches raw '
-                   '(XHV) volume files in place only. Retype it to a raw '
-                   'volume type first: XHV converts it there.' % fmt)
-    host, sep, path = (data.get('export') or '').partition(':')
-    name = data.get('name') or ''
-    if not (sep and host and path.startswith('/') and name):
-        raise HyperVVolumeError(reason='NFS connection info without a '
-                                       'host:/path export and a file name')
+    return nfs_volume.raw_file_volume(connection_info, 'Hyper-V',
+                                      HyperVVolumeError, _usable_name)
+
+
+def _usable_name(name):
     try:
         storage._parts(name)
     except ValueError:
-        raise HyperVVolumeError(reason='unusable volume file name %r'
-                                       % name)
-    return host, path.rstrip('/') or '/', name
+        return False
+    return True
 
 
 class VolumeShares(object):

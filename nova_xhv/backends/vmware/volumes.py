@@ -24,6 +24,7 @@ from nova import exception
 from oslo_log import log as logging
 from pyVmomi import vim
 
+from nova_xhv.backends import nfs_volume
 from nova_xhv.backends.vmware import datastore
 from nova_xhv.backends.vmware import errors
 from nova_xhv.backends.vmware import inventory
@@ -79,25 +80,9 @@ def descriptor_text(extent_name, size, adapter='lsilogic'):
 
 def file_volume(connection_info):
     """(remote host, remote path, volume file name) of an NFS attachment."""
-    kind = connection_info.get('driver_volume_type')
-    data = connection_info.get('data') or {}
-    fmt = data.get('format') or 'raw'
-    if kind != 'nfs':
-        raise exception.VolumeDriverNotFound(driver_type=kind)
-    if fmt != 'raw':
-        raise VolumeRequestError(
-            reason='the volume is stored as %s; vSphere reads raw volume '
-                   'files in place only. Retype it to a raw (XHV) volume '
-                   'type first: XHV converts it there.' % fmt)
-    export, name = data.get('export') or '', data.get('name') or ''
-    remote_host, sep, remote_path = export.partition(':')
-    if not (sep and remote_host and remote_path.startswith('/') and name):
-        raise VolumeRequestError(reason='NFS connection info without a '
-                                        'host:/path export and a file name')
-    if '/' in name or name.startswith('.'):
-        raise VolumeRequestError(reason='unusable volume file name %r'
-                                        % name)
-    return remote_host, remote_path.rstrip('/') or '/', name
+    return nfs_volume.raw_file_volume(
+        connection_info, 'vSphere', VolumeRequestError,
+        lambda name: '/' not in name and not name.startswith('.'))
 
 
 def is_volume_disk(device):

@@ -34,6 +34,7 @@ import uuid as uuidlib
 from nova import exception
 from oslo_log import log as logging
 
+from nova_xhv.backends import nfs_volume
 from nova_xhv.backends.xenapi import session as xsession
 
 LOG = logging.getLogger(__name__)
@@ -75,24 +76,8 @@ def parse_exports(pairs):
 
 def file_volume(connection_info):
     """(nfs host, export path, file name) of a raw NFS volume's info."""
-    kind = connection_info.get('driver_volume_type')
-    data = connection_info.get('data') or {}
-    if kind != 'nfs':
-        raise exception.VolumeDriverNotFound(driver_type=kind)
-    fmt = data.get('format') or 'raw'
-    if fmt != 'raw':
-        raise XenVolumeError(
-            reason='the volume is stored as %s; Xen attaches raw (XHV) '
-                   'volume files in place only. Retype it to a raw volume '
-                   'type first: XHV converts it there.' % fmt)
-    host, sep, path = (data.get('export') or '').partition(':')
-    name = data.get('name') or ''
-    if not (sep and host and path.startswith('/') and name):
-        raise XenVolumeError(reason='NFS connection info without a '
-                                    'host:/path export and a file name')
-    if not _safe_name(name):
-        raise XenVolumeError(reason='unusable volume file name %r' % name)
-    return host, path.rstrip('/') or '/', name
+    return nfs_volume.raw_file_volume(connection_info, 'Xen',
+                                      XenVolumeError, _safe_name)
 
 
 def sr_uuid_for(host, path):

@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(msg, name='pyVmomi') from exc
 
 from nova_xhv.backends import base
+from nova_xhv.backends import staging
 from nova_xhv.backends.vmware import datastore
 from nova_xhv.backends.vmware import disk_storage
 from nova_xhv.backends.vmware import errors
@@ -580,13 +581,7 @@ class VMwareBackend(base.Backend):
             direct=self._conf['direct_datastore_reads'])
 
     def release_exported_disks(self, context, instance, disks):
-        root = os.path.realpath(self._staging_root)
-        for folder in {os.path.dirname(os.path.realpath(d.path))
-                       for d in disks if d.path}:
-            # Only ever our own export folders, never an instance's disks.
-            if (os.path.dirname(folder) == root
-                    and os.path.basename(folder).startswith('export-')):
-                shutil.rmtree(folder, ignore_errors=True)
+        staging.release_export_folders(self._staging_root, disks)
 
     def stage_disks(self, context, instance, disks):
         for disk in disks:

@@ -28,6 +28,7 @@ from oslo_utils import versionutils
 
 from nova_xhv.backends import base
 from nova_xhv.backends import family
+from nova_xhv.backends import staging
 from nova_xhv.backends.xenapi import facts as xen_facts
 from nova_xhv.backends.xenapi import session as xsession
 from nova_xhv.backends.xenapi import vm as vmops
@@ -557,13 +558,7 @@ class XenAPIBackend(base.Backend):
         return exported
 
     def release_exported_disks(self, context, instance, disks):
-        root = os.path.realpath(self._staging_root)
-        for folder in {os.path.dirname(os.path.realpath(d.path))
-                       for d in disks if d.path}:
-            # Only ever our own export folders, never anything else.
-            if (os.path.dirname(folder) == root
-                    and os.path.basename(folder).startswith('export-')):
-                shutil.rmtree(folder, ignore_errors=True)
+        staging.release_export_folders(self._staging_root, disks)
 
     def check_stageable(self, context, instance, disks):
         if not disks or disks[0].boot_index != 0:

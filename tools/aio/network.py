@@ -97,7 +97,12 @@ def start(cloud):
         if name == 'ovn-controller':
             host = services.HOSTS['libvirt']
             lay.set_chassis(host, BRIDGE, {PHYSNET: EXT_BRIDGE})
-        tracked.start(name, _argv(lay, name), env=lay.env)
+        if name == 'ovs-vswitchd':
+            own = [tracked.pid(name)] if tracked.pid(name) else []
+            with ovn_userspace.sole_datapath(own, log=log):
+                tracked.start(name, _argv(lay, name), env=lay.env)
+        else:
+            tracked.start(name, _argv(lay, name), env=lay.env)
         if name == 'ovs-db':
             tracked.wait_for(name, lambda: lay.vsctl(
                 '--no-wait', 'init', timeout=5) is not None, 30, 'answering')

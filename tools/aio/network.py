@@ -32,7 +32,7 @@ from services import log
 BRIDGE = 'br-xhvaio'          # OVN's integration bridge
 EXT_BRIDGE = 'br-xhvaio-ex'   # carries physical network PHYSNET
 PHYSNET = 'public'
-NETDEV_DATAPATH = 'ovs-netdev'
+NETDEV_DATAPATH = ovn_userspace.DATAPATH_DEVICE
 # In start order; stop goes the other way.
 DAEMONS = ('ovs-db', 'ovs-vswitchd', 'ovn-nb-db', 'ovn-sb-db', 'ovn-northd',
            'ovn-controller')
@@ -52,21 +52,6 @@ def _argv(lay, name):
             'ovn-sb-db': lambda: lay.ovsdb_argv('ovnsb'),
             'ovn-northd': lay.northd_argv,
             'ovn-controller': lay.controller_argv}[name]()
-
-
-def _running(command):
-    """Does a live (not zombie) process run ``command``?"""
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % entry) as f:
-                name, rest = f.read().split('(', 1)[1].rsplit(')', 1)
-        except (OSError, ValueError):
-            continue
-        if name == command and rest.split()[0] != 'Z':
-            return True
-    return False
 
 
 def _remove_device(name):
@@ -97,7 +82,12 @@ def start(cloud):
         if name == 'ovn-controller':
             host = services.HOSTS['libvirt']
             lay.set_chassis(host, BRIDGE, {PHYSNET: EXT_BRIDGE})
-        tracked.start(name, _argv(lay, name), env=lay.env)
+        if name == 'ovs-vswitchd':
+            own = [tracked.pid(name)] if tracked.pid(name) else []
+            with ovn_userspace.sole_datapath(own, log=log):
+                tracked.start(name, _argv(lay, name), env=lay.env)
+        else:
+            tracked.start(name, _argv(lay, name), env=lay.env)
         if name == 'ovs-db':
             tracked.wait_for(name, lambda: lay.vsctl(
                 '--no-wait', 'init', timeout=5) is not None, 30, 'answering')
@@ -154,9 +144,11 @@ def stop(cloud):
     stopped = [name for name in reversed(DAEMONS) if tracked.stop(name)]
     removed = [dev for dev in ports + bridges
                if _remove_device(dev)]
-    # The netdev datapath's own device: one per machine, shared by every
-    # ovs-vswitchd running (the tests' beds): removed by the last one.
-    if not _running('ovs-vswitchd') and _remove_device(NETDEV_DATAPATH):
+    # The netdev datapath's own device, one per machine (held by one
+    # ovs-vswitchd at a time: ovn_userspace.sole_datapath): removed once
+    # none runs.
+    if (not ovn_userspace.vswitchd_pids() and
+            _remove_device(NETDEV_DATAPATH)):
         removed.append(NETDEV_DATAPATH)
     if removed:
         log('removed network devices: %s' % ', '.join(removed))

@@ -10,13 +10,25 @@ that several such beds run side by side on one machine.  No module of
 xhv-aio is imported here.
 """
 
+import contextlib
+import fcntl
 import os
 import subprocess
+import time
 
 OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
 NB_SCHEMA = '/usr/share/ovn/ovn-nb.ovsschema'
 SB_SCHEMA = '/usr/share/ovn/ovn-sb.ovsschema'
 PACKAGES = ('openvswitch-switch', 'ovn-central', 'ovn-host')
+# The userspace (netdev) datapath's own device is one per machine: a second
+# ovs-vswitchd cannot open it (EBUSY), logs "failed to create bridge" and
+# leaves every bridge of its bed dead while ovs-vsctl reports success.  So
+# one bed's ovs-vswitchd runs at a time: see sole_datapath().
+DATAPATH_DEVICE = 'ovs-netdev'
+DATAPATH_LOCK = '/tmp/xhv-ovs-netdev.lock'
+# An all-in-one holds the datapath for its whole life (~15-20 min).
+DATAPATH_WAIT = 2400
+DATAPATH_POLL = 1.0
 # (name, schema, socket attribute) of the three ovsdb-servers.
 DATABASES = (('ovsdb', OVS_SCHEMA, 'ovs_db'), ('ovnnb', NB_SCHEMA, 'nb'),
              ('ovnsb', SB_SCHEMA, 'sb'))
@@ -25,6 +37,61 @@ DATABASES = (('ovsdb', OVS_SCHEMA, 'ovs_db'), ('ovnnb', NB_SCHEMA, 'nb'),
 def available():
     """Are Open vSwitch and OVN installed (their schemas)?"""
     return all(os.path.exists(p) for p in (OVS_SCHEMA, NB_SCHEMA, SB_SCHEMA))
+
+
+def vswitchd_pids():
+    """PIDs of the live (not zombie) ovs-vswitchd processes here."""
+    pids = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                name, rest = f.read().split('(', 1)[1].rsplit(')', 1)
+        except (OSError, ValueError, IndexError):
+            continue
+        if name == 'ovs-vswitchd' and rest.split()[0] != 'Z':
+            pids.append(int(entry))
+    return pids
+
+
+@contextlib.contextmanager
+def sole_datapath(own=(), timeout=DATAPATH_WAIT, log=print):
+    """Start an ovs-vswitchd inside: it will be the only one running.
+
+    Waits (with a deadline) until no ovs-vswitchd but the PIDs in ``own``
+    runs; holds DATAPATH_LOCK until the block ends, so that two starters
+    never both see the machine free.  The caller starts its vswitchd in
+    the block; that process then keeps the next starter waiting.
+    """
+    deadline = time.monotonic() + timeout
+    with open(DATAPATH_LOCK, 'a') as lock:
+        told = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                others = [p for p in vswitchd_pids() if p not in own]
+                if not others:
+                    break
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            except BlockingIOError:
+                others = ['a starter holding %s' % DATAPATH_LOCK]
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    'another ovs-vswitchd (%s) still holds the userspace '
+                    'datapath (%s) after %d s; one runs per machine'
+                    % (', '.join(map(str, others)), DATAPATH_DEVICE,
+                       timeout))
+            if not told:
+                log('waiting for ovs-vswitchd %s to stop: the userspace '
+                    'datapath (%s) is one per machine'
+                    % (', '.join(map(str, others)), DATAPATH_DEVICE))
+                told = True
+            time.sleep(DATAPATH_POLL)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class Layout(object):

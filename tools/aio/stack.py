@@ -212,8 +212,14 @@ class Stack:
                                     '--config-file', conf],
                              config_files=[conf], code=c.xhv_code())
         for backend in backends:
-            self.procs.start('nova-compute-%s' % backend, [
-                os.path.join(c.bin, 'nova-compute'), '--config-file',
+            # KVM: nova-compute counting only the cloud's own domains
+            # (tools/aio/own_domains.py): libvirtd may serve test beds too.
+            binary = ([os.path.join(c.bin, 'python'), os.path.join(
+                os.path.dirname(os.path.abspath(__file__)), 'own_domains.py')]
+                if backend == 'libvirt' else
+                [os.path.join(c.bin, 'nova-compute')])
+            self.procs.start('nova-compute-%s' % backend, binary + [
+                '--config-file',
                 c.conf('nova', 'nova-compute.conf'),
                 '--config-file', c.conf('nova', 'nova-compute-%s.conf'
                                         % backend)],

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 from nova_xhv import guest_probe as gp
 
 
@@ -17,7 +19,18 @@ def probe_domains():
     return [n for n in names if n.startswith(gp.DOMAIN_PREFIX)]
 
 
-def test_a_failing_first_candidate_is_skipped(lacking_cpu):
+@pytest.fixture
+def own_domains(monkeypatch):
+    """The probes of this test name their domains apart.
+
+    Other beds may probe on the same libvirtd meanwhile (tools/run-tests
+    runs two lanes at once); probe_domains() then sees this test's only.
+    """
+    monkeypatch.setattr(gp, 'DOMAIN_PREFIX', '%st%s-' % (
+        gp.DOMAIN_PREFIX, os.urandom(3).hex()))
+
+
+def test_a_failing_first_candidate_is_skipped(lacking_cpu, own_domains):
     # A disk of the caller's: libvirt's qemu user must reach it (pytest's
     # tmp_path is private).
     folder = tempfile.mkdtemp(prefix='xhv-probe-test-', dir='/tmp')
@@ -49,7 +62,8 @@ def test_a_failing_first_candidate_is_skipped(lacking_cpu):
     assert after == before
 
 
-def test_cache_and_override(lacking_cpu, host_cpu, monkeypatch):
+def test_cache_and_override(lacking_cpu, host_cpu, monkeypatch,
+                            own_domains):
     # A cache of this test's own (the probe's work folders go there too,
     # so libvirt's qemu user must reach it).
     cache = tempfile.mkdtemp(prefix='xhv-probe-cache-', dir='/tmp')

@@ -15,6 +15,7 @@ import os
 import fixtures
 import openstack.proxy
 
+from nova_xhv.backends import family
 from tests.fixtures import remote_cloud
 from tests.functional.migration import base
 from tests.functional.migration import test_matrix
@@ -117,3 +118,25 @@ class TestCloudKvmMoves(CloudMoveCase):
     def test_cloud_to_kvm(self):
         self._move_revert_move_confirm('cloud', 'kvm')
         self.assertEqual([], self._remote_leftovers())
+
+
+class TestCloudSimulatedMoves(CloudMoveCase):
+    """With vSphere (vcsim), Hyper-V and Xen simulators: no libvirtd."""
+
+    uses_kvm = False
+
+
+def _add_pair_tests():
+    installed = set(family.families())
+    for other in ('vmware', 'hyperv', 'xen'):
+        if other not in installed:
+            continue
+        for source, dest in ((other, 'cloud'), ('cloud', other)):
+            def test(self, _source=source, _dest=dest):
+                self._move_revert_move_confirm(_source, _dest)
+                self.assertEqual([], self._remote_leftovers())
+            test.__name__ = 'test_%s_to_%s' % (source, dest)
+            setattr(TestCloudSimulatedMoves, test.__name__, test)
+
+
+_add_pair_tests()

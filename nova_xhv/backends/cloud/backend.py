@@ -30,6 +30,7 @@ from nova_xhv.backends.cloud import remote
 from nova_xhv.backends import family
 import nova_xhv.conf
 from nova_xhv.disk import DiskDescriptor
+from nova_xhv.translate import formats
 
 CONF = nova_xhv.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ class CloudBackend(base.Backend):
         self._nodename = None
         self._node_uuid = None
         self._region = None
+        if self.conf.image_format == formats.VMDK:
+            # Moves stream the disk into the remote Glance as they
+            # translate it (accepts_disk_streams).
+            self.native_format = formats.VMDK
+            self.native_subformat = formats.STREAM_OPTIMIZED
         self.images = images.RemoteImages(self)
         self.ports = ports.RemotePorts(self)
 
@@ -422,18 +428,37 @@ class CloudBackend(base.Backend):
                 what='staging %s disk %s: the cloud family stages local %s '
                      'files' % (disk.format, disk.path or disk.url,
                                 self.conf.image_format))
-        properties = FAMILY.image_properties[family.DISK_BUS].get(
-            FAMILY.classify(family.DISK_BUS, disk.bus) or 'paravirtual')
         image = self.images.upload(
             'xhv-staged-%s' % instance.uuid, disk.path,
-            [STAGED_TAG % instance.uuid], dict(properties),
+            [STAGED_TAG % instance.uuid], self._bus_properties(disk),
             'uploading the staged disk of %s' % instance.uuid)
-        return [DiskDescriptor(
+        return [self._staged(disk, image)]
+
+    def accepts_disk_streams(self):
+        return self.native_subformat == formats.STREAM_OPTIMIZED
+
+    def stage_disk_streams(self, context, instance, disks, streams):
+        if not self.accepts_disk_streams():
+            raise NotImplementedError()
+        self.check_stageable(context, instance, disks)
+        disk = disks[0]
+        image, result = self.images.upload_stream(
+            'xhv-staged-%s' % instance.uuid, streams[0],
+            [STAGED_TAG % instance.uuid], self._bus_properties(disk),
+            'streaming the staged disk of %s' % instance.uuid)
+        return [self._staged(disk, image)], [result]
+
+    def _bus_properties(self, disk):
+        return dict(FAMILY.image_properties[family.DISK_BUS].get(
+            FAMILY.classify(family.DISK_BUS, disk.bus) or 'paravirtual'))
+
+    def _staged(self, disk, image):
+        return DiskDescriptor(
             format=disk.format, subformat=disk.subformat,
             virtual_size=disk.virtual_size,
             url=self.images.file_url(image.id), bus=disk.bus,
             boot_index=disk.boot_index, device_name=disk.device_name,
-            checksum=disk.checksum, handle=image.id)]
+            checksum=disk.checksum, handle=image.id)
 
     def discard_staged_disks(self, context, instance, disks):
         for disk in disks:

@@ -37,6 +37,8 @@ STAGED_TAG = 'xhv-staged-%s'
 EXPORT_TAG = 'xhv-export-%s'
 # Seconds between two looks at a remote image that is changing.
 POLL_INTERVAL = 0.25
+# Bytes of a translated stream read at once for an upload.
+CHUNK = 1024 * 1024
 
 
 class RemoteImages(remote.Part):
@@ -55,6 +57,42 @@ class RemoteImages(remote.Part):
                 allow_duplicates=True, wait=True,
                 timeout=self.conf.build_timeout, **properties)
         return image
+
+    def upload_stream(self, name, stream, tags, properties, call):
+        """A private remote image written from a TranslationStream.
+
+        The image record is made first, then its data is PUT as the
+        stream writer produces it (chunked; no local copy).  The stream
+        ends only once the writer checked it whole, so a failed or cut
+        translation fails the PUT; the image is deleted then.
+
+        :returns: (the active image, the stream's ConvertResult)
+        """
+        with self.call(call):
+            image = self.conn.image.create_image(
+                name, disk_format=self.conf.image_format,
+                container_format='bare', visibility='private', tags=tags,
+                allow_duplicates=True, **properties)
+        try:
+            def put(reader):
+                def chunks():
+                    while True:
+                        data = reader.read(CHUNK)
+                        if not data:
+                            return
+                        yield data
+                with self.call(call):
+                    resp = self.conn.image.put(
+                        '/images/%s/file' % image.id, data=chunks(),
+                        headers={'Content-Type': 'application/octet-stream'},
+                        raise_exc=True)
+                resp.close()
+            result, _ = stream.run(put)
+            image = self.wait(image, call)
+        except BaseException:
+            self.delete(image.id)
+            raise
+        return image, result
 
     def delete(self, image_id):
         with self.call('DELETE /v2/images/%s' % image_id):
@@ -121,6 +159,7 @@ class RemoteImages(remote.Part):
                     translate.convert(
                         source, target, to_format=self.conf.image_format,
                         from_format=image_meta.disk_format,
+                        subformat=self.backend.native_subformat,
                         options=translate_conf.convert_options_from_conf(
                             CONF.xhv, staging_dir=workdir))
                 except translate.TranslationError as error:

@@ -509,3 +509,44 @@ def test_a_remote_policy_refusing_ips_and_macs_falls_back(
         if instance is not None:
             bed.destroy(instance)
             assert bed.leftovers(instance) == []
+
+
+def test_vmdk_images_are_streamed_into_the_remote_glance(
+        remote, make_backend, tmp_path):
+    """``image_format = vmdk``: a move's disk goes up as it is translated.
+
+    The conformance check of streamed disks: the stream becomes a private
+    remote image the remote compute boots, byte for byte the guest's
+    data; a stream cut half-way leaves no remote image.
+    """
+    backend = make_backend(image_format='vmdk')
+    assert backend.accepts_disk_streams()
+    assert (backend.native_format, backend.native_subformat) == (
+        'vmdk', 'streamOptimized')
+    bed = CloudBed(remote, backend)
+    conformance.BackendConformance(
+    ).test_streamed_disks_spawn_and_a_cut_stream_leaves_nothing(
+        bed, tmp_path)
+    # And the data: staged, booted, exported back, compared.
+    raw = str(tmp_path / 'data.raw')
+    disks.make_bootable_disk(raw, virtual_size=8 * MiB)
+    instance = bed.new_instance()
+    staged, _ = conformance.BackendConformance()._streamed(bed, instance,
+                                                           raw)
+    try:
+        backend.spawn_from_disks(bed.context, instance, staged, [],
+                                 bed.image_meta(instance),
+                                 power_on=False)
+        exported = backend.export_disks(bed.context, instance)
+        path = str(tmp_path / 'exported')
+        reader = backend.open_exported_disk(exported[0])
+        with open(path, 'wb') as f:
+            for chunk in reader.iter_range(0, reader.size - 1):
+                f.write(chunk)
+        backend.release_exported_disks(bed.context, instance, exported)
+        assert _raw_of(path, 'vmdk', tmp_path) == _raw_of(raw, 'raw',
+                                                          tmp_path)
+    finally:
+        bed.destroy(instance)
+        backend.discard_staged_disks(bed.context, instance, staged)
+    assert bed.leftovers(instance) == []

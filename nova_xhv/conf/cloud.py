@@ -47,10 +47,15 @@ cloud_opts = [
                      'Networks not listed use the remote network of the '
                      'same name.'),
     cfg.StrOpt('image_format', default='qcow2',
-               choices=['qcow2', 'raw'],
+               choices=['qcow2', 'raw', 'vmdk'],
                help='Disk format of the images XHV uploads to the remote '
                     'cloud (what its computes boot); images are '
-                    'translated to it first.'),
+                    'translated to it first. vmdk: streamOptimized vmdk, '
+                    'which a move writes straight into the remote Glance '
+                    'while it pulls and translates the disk (no local '
+                    'copy); for remote clouds whose computes boot vmdk '
+                    'images (libvirt: [compute] vmdk_allowed_types lists '
+                    'streamOptimized, its default).'),
     cfg.DictOpt('capacity_if_unlimited',
                 default={'VCPU': '64', 'MEMORY_MB': '131072',
                          'DISK_GB': '1000'},

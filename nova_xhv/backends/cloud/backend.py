@@ -1,41 +1,36 @@
 """CloudBackend: one project in one region of another OpenStack cloud.
 
-The node is the remote project.  Capacity comes from its quota and usage;
-a guest is a remote server whose metadata carries the home instance's
-uuid (``xhv_home_uuid``); the disk exchange moves disks as remote images:
-stage uploads a private image, spawn boots from it, export snapshots the
-stopped remote server.  Every remote call goes through
-``errors.remote_call`` (doc/source/cloud.rst).
+The node is the remote project.  Capacity comes from its quota and usage
+(``flavors.py``); a guest is a remote server whose metadata carries the
+home instance's uuid (``xhv_home_uuid``), on remote ports made for the
+home ports (``ports.py``); the disk exchange moves disks as remote images
+(``images.py``): stage uploads a private image, spawn boots from it,
+export snapshots the stopped remote server.  Every remote call goes
+through ``errors.remote_call`` (doc/source/cloud.rst).
 """
 
-import hashlib
 import os
-import shutil
-import struct
-import tempfile
 import time
 
 from nova.compute import power_state
-from nova.compute import task_states
 from nova import exception
-from nova.image import glance
 from nova.virt import driver
 from nova.virt import hardware as nova_hardware
 import os_resource_classes as orc
 import os_traits
-from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from nova_xhv.backends import base
 from nova_xhv.backends.cloud import errors
 from nova_xhv.backends.cloud import facts as cloud_facts
+from nova_xhv.backends.cloud import flavors
+from nova_xhv.backends.cloud import images
+from nova_xhv.backends.cloud import ports
 from nova_xhv.backends.cloud import remote
 from nova_xhv.backends import family
 import nova_xhv.conf
-from nova_xhv.conf import translate as translate_conf
 from nova_xhv.disk import DiskDescriptor
-from nova_xhv.disk import DiskReader
-from nova_xhv import translate
+from nova_xhv.translate import formats
 
 CONF = nova_xhv.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -43,16 +38,10 @@ FAMILY = cloud_facts.FAMILY
 GiB = 1024 ** 3
 
 #: Remote server metadata: the home instance it stands for.
-HOME_UUID = 'xhv_home_uuid'
-#: Remote image tags: a cached copy of a home image (by content hash), a
-#: disk staged for a move, a snapshot exported for a move.
-CACHED_TAG = 'xhv-image-%s'
-STAGED_TAG = 'xhv-staged-%s'
-EXPORT_TAG = 'xhv-export-%s'
+HOME_UUID = remote.HOME_UUID
+STAGED_TAG = images.STAGED_TAG
+EXPORT_TAG = images.EXPORT_TAG
 SERVER_NAME = 'xhv-%s'
-# Remote ports: named by position and home port, described by instance.
-PORT_NAME = 'xhv-%02d-%s'
-PORT_OWNER = 'xhv-instance:%s'
 # Nova's status of a remote server -> its power state, when the remote
 # API does not show OS-EXT-STS:power_state.
 STATUS_POWER = {'ACTIVE': power_state.RUNNING,
@@ -61,7 +50,7 @@ STATUS_POWER = {'ACTIVE': power_state.RUNNING,
                 'SUSPENDED': power_state.SUSPENDED,
                 'ERROR': power_state.CRASHED}
 TRAIT_PREFIX = 'CUSTOM_XHV_CLOUD_'
-# Seconds between two looks at a remote server or image that is changing.
+# Seconds between two looks at a remote server that is changing.
 POLL_INTERVAL = 0.25
 # Attempts of a remote read that meets a transient failure (5xx, reset).
 READ_ATTEMPTS = 3
@@ -95,6 +84,13 @@ class CloudBackend(base.Backend):
         self._nodename = None
         self._node_uuid = None
         self._region = None
+        if self.conf.image_format == formats.VMDK:
+            # Moves stream the disk into the remote Glance as they
+            # translate it (accepts_disk_streams).
+            self.native_format = formats.VMDK
+            self.native_subformat = formats.STREAM_OPTIMIZED
+        self.images = images.RemoteImages(self)
+        self.ports = ports.RemotePorts(self)
 
     # -- service ----------------------------------------------------------
 
@@ -151,36 +147,8 @@ class CloudBackend(base.Backend):
         """
         with self._call('GET /limits'):
             absolute = self.conn.compute.get_limits().absolute
-        flavors = self._flavors()
-        ours = {'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}
-        for server in self._servers():
-            flavor = server.flavor or {}
-            ours['VCPU'] += int(flavor.get('vcpus') or 0)
-            ours['MEMORY_MB'] += int(flavor.get('ram') or 0)
-            ours['DISK_GB'] += int(flavor.get('disk') or 0)
-        unlimited = {k: int(v) for k, v in
-                     self.conf.capacity_if_unlimited.items()}
-        largest = {
-            'VCPU': max((f.vcpus for f in flavors), default=1),
-            'MEMORY_MB': max((f.ram for f in flavors), default=1),
-            'DISK_GB': max((f.disk for f in flavors), default=1)}
-        instances = absolute.instances
-        quota = {
-            'VCPU': (absolute.total_cores, absolute.total_cores_used),
-            'MEMORY_MB': (absolute.total_ram, absolute.total_ram_used),
-            # Compute quotas do not count root disks: the instance quota
-            # times the largest root disk bounds them.
-            'DISK_GB': (None if instances is None or instances < 0
-                        else instances * largest['DISK_GB'], None)}
-        result = {}
-        for rc, (total, used) in quota.items():
-            if total is None or total < 0:
-                total = unlimited.get(rc, 0)
-            used = ours[rc] if used is None else used
-            reserved = min(max(0, used - ours[rc]), total)
-            result[rc] = (total, reserved,
-                          max(1, min(largest[rc], total) if total else 1))
-        return result
+        return flavors.capacity(absolute, self._flavors(), self._servers(),
+                                self.conf.capacity_if_unlimited)
 
     def traits(self):
         return [_trait(TRAIT_PREFIX, self.cloud),
@@ -295,11 +263,7 @@ class CloudBackend(base.Backend):
     def plugged_ports(self, instance):
         # The remote ports made for the home ports, in order.
         self._get(instance)
-        found = []
-        for port in self._ports(instance):
-            home = (port.name or '').split('-', 2)[-1] or None
-            found.append((home, port.mac_address))
-        return found
+        return self.ports.plugged(instance)
 
     def power_off(self, instance, timeout=0, retry_interval=0):
         server = self._get(instance)
@@ -341,7 +305,7 @@ class CloudBackend(base.Backend):
                 self.conn.compute.wait_for_delete(
                     server, interval=POLL_INTERVAL,
                     wait=self.conf.build_timeout)
-        self._delete_ports(instance)
+        self.ports.delete(instance)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, migrate_data=None, destroy_vifs=True,
@@ -359,130 +323,21 @@ class CloudBackend(base.Backend):
 
     def _flavor(self, instance):
         """The remote flavor for the instance's flavor (see [xhv_cloud])."""
-        flavors = self._flavors()
-        home = instance.flavor
-        wanted = self.conf.flavor_map.get(home.name) if \
-            home.obj_attr_is_set('name') else None
-        if wanted:
-            for flavor in flavors:
-                if wanted in (flavor.id, flavor.name):
-                    return flavor
-            raise errors.RemoteConfigError(
-                cloud=self.cloud, reason='[xhv_cloud] flavor_map maps %s to '
-                                         '%r, which it does not have'
-                                         % (home.name, wanted))
-        if home.obj_attr_is_set('name'):
-            for flavor in flavors:
-                if flavor.name == home.name:
-                    return flavor
-        fitting = [f for f in flavors if f.vcpus >= home.vcpus
-                   and f.ram >= home.memory_mb and f.disk >= home.root_gb]
-        if not fitting:
-            raise errors.RemoteNoCapacity(
-                cloud=self.cloud, call='choosing a flavor',
-                reason='no remote flavor has %d vCPUs, %d MiB and %d GiB'
-                       % (home.vcpus, home.memory_mb, home.root_gb))
-        return min(fitting, key=lambda f: (f.vcpus, f.ram, f.disk, f.name))
-
-    def _remote_networks(self, network_info):
-        """[(Nic, remote network id)] for the home ports, checked first.
-
-        Each home port goes on the remote network ``[xhv_cloud]
-        network_map`` names for its network (by id or name), else the one
-        its binding names (``cloud_network``, the segment's network as
-        XHV's ML2 driver names it), else the remote network of the same
-        name.
-        """
-        vifs = list(network_info or [])
-        nics = self.nics(vifs)
-        wanted = []
-        for vif, nic in zip(vifs, nics):
-            network = vif.get('network') or {}
-            target = None
-            for key in (network.get('id'), network.get('label')):
-                if key and key in self.conf.network_map:
-                    target = self.conf.network_map[key]
-                    break
-            target = target or nic.port_group or network.get('label')
-            remote_net = None
-            if target:
-                with self._call('GET /v2.0/networks?name=%s' % target):
-                    remote_net = self.conn.network.find_network(
-                        target, ignore_missing=True)
-            if remote_net is None:
-                raise base.VifRefused(
-                    family=self.family, port_id=nic.port_id,
-                    reason='cloud %s has no network %r; map it in '
-                           '[xhv_cloud] network_map' % (self.cloud, target))
-            wanted.append((nic, remote_net.id))
-        return wanted
-
-    def _make_ports(self, instance, networks):
-        """Remote ports with the home ports' MACs, in order.
-
-        Their description names the instance; none is left on failure.
-        """
-        made = []
-        try:
-            for n, (nic, network_id) in enumerate(networks):
-                attrs = {'network_id': network_id,
-                         # The instance's project (a Neutron without
-                         # Keystone would not know it).
-                         'project_id': self.conn.current_project_id,
-                         'name': PORT_NAME % (n, nic.port_id),
-                         'description': PORT_OWNER % instance.uuid}
-                call = 'POST /v2.0/ports (home port %s)' % nic.port_id
-                try:
-                    with self._call(call):
-                        port = self.conn.network.create_port(
-                            mac_address=nic.mac, **attrs)
-                except errors.RemoteCloudError as exc:
-                    if errors.status_of(exc.__cause__) != 403:
-                        raise
-                    # The remote project may not set MACs: a new one.
-                    LOG.warning('Cloud %s refused MAC %s for home port %s; '
-                                'the remote port gets its own', self.cloud,
-                                nic.mac, nic.port_id)
-                    with self._call(call):
-                        port = self.conn.network.create_port(**attrs)
-                made.append(port)
-        except Exception:
-            self._delete_ports(instance)
-            raise
-        return [{'port': port.id} for port in made] or 'none'
-
-    def _ports(self, instance):
-        with self._call('GET /v2.0/ports?description=%s'
-                        % (PORT_OWNER % instance.uuid)):
-            ports = list(self.conn.network.ports(
-                description=PORT_OWNER % instance.uuid))
-        return sorted(ports, key=lambda p: p.name or '')
-
-    def _delete_ports(self, instance):
-        if not self._has_network():
-            return
-        for port in self._ports(instance):
-            with self._call('DELETE /v2.0/ports/%s' % port.id):
-                self.conn.network.delete_port(port, ignore_missing=True)
-
-    def _has_network(self):
-        try:
-            return self.conn.has_service('network')
-        except Exception:  # noqa: B902 - no catalog entry: no Neutron
-            return False
+        return flavors.choose(self._flavors(), instance.flavor,
+                              self.conf.flavor_map, self.cloud)
 
     def _boot(self, instance, image_id, network_info, power_on, call):
-        networks = self._remote_networks(network_info)
+        networks = self.ports.networks(network_info)
         if self._find(instance) is not None:
             raise exception.InstanceExists(name=instance.uuid)
         flavor = self._flavor(instance)
-        ports = self._make_ports(instance, networks)
+        remote_ports = self.ports.make(instance, networks)
         server = None
         try:
             with self._call(call):
                 server = self.conn.compute.create_server(
                     name=SERVER_NAME % instance.uuid, image_id=image_id,
-                    flavor_id=flavor.id, networks=ports,
+                    flavor_id=flavor.id, networks=remote_ports,
                     metadata={HOME_UUID: instance.uuid})
             server = self._wait(server, ('ACTIVE',), call)
             if not power_on:
@@ -493,7 +348,7 @@ class CloudBackend(base.Backend):
         except Exception:
             if server is not None:
                 self._delete_server(server)
-            self._delete_ports(instance)
+            self.ports.delete(instance)
             raise
         return server
 
@@ -509,135 +364,22 @@ class CloudBackend(base.Backend):
                         'after a failed build: %s', server.id, self.cloud,
                         exc)
 
-    def _work_dir(self, prefix):
-        return tempfile.mkdtemp(prefix=prefix, dir=self.conf.staging_dir)
-
-    def _upload(self, name, path, tags, properties, call):
-        """A private remote image of the file ``path`` (format checked)."""
-        with self._call(call):
-            image = self.conn.image.create_image(
-                name, filename=path, disk_format=self.conf.image_format,
-                container_format='bare', visibility='private', tags=tags,
-                allow_duplicates=True, wait=True,
-                timeout=self.conf.build_timeout, **properties)
-        return image
-
-    def _delete_image(self, image_id):
-        with self._call('DELETE /v2/images/%s' % image_id):
-            self.conn.image.delete_image(image_id, ignore_missing=True)
-
-    def _images_tagged(self, tag):
-        with self._call('GET /v2/images?tag=%s' % tag):
-            return list(self.conn.image.images(tag=tag))
-
-    def _remote_image(self, context, image_meta, instance):
-        """The remote image for a home image: cached by its content hash.
-
-        The first spawn of an image downloads it from the home Glance,
-        translates it to ``image_format`` (after the engine's safety
-        inspection) and uploads it; later spawns find it by its tag.
-        """
-        home = glance.API().get(context, image_meta.id)
-        digest = (home.get('os_hash_value') or home.get('checksum')
-                  or image_meta.id)
-        tag = CACHED_TAG % hashlib.sha256(
-            digest.encode()).hexdigest()[:48]
-        with lockutils.lock('xhv-cloud-image-%s' % tag):
-            for image in self._images_tagged(tag):
-                if image.status == 'active':
-                    return image.id
-            workdir = self._work_dir('spawn-%s-' % instance.uuid)
-            try:
-                source = os.path.join(workdir, 'image')
-                glance.API().download(context, image_meta.id,
-                                      dest_path=source)
-                target = os.path.join(workdir, 'image.' +
-                                      self.conf.image_format)
-                try:
-                    translate.convert(
-                        source, target, to_format=self.conf.image_format,
-                        from_format=image_meta.disk_format,
-                        options=translate_conf.convert_options_from_conf(
-                            CONF.xhv, staging_dir=workdir))
-                except translate.TranslationError as error:
-                    raise exception.ImageUnacceptable(
-                        image_id=image_meta.id, reason=str(error))
-                os.unlink(source)
-                image = self._upload(
-                    'xhv-cache-%s' % image_meta.id, target, [tag],
-                    {'xhv_home_image': image_meta.id},
-                    'uploading image %s' % image_meta.id)
-                return image.id
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        self._remote_networks(network_info)  # refuse bad ports first
+        self.ports.networks(network_info)  # refuse bad ports first
         if driver.block_device_info_get_mapping(block_device_info):
             raise UnsupportedRequest(what='volumes (remote Cinder)')
         if self._find(instance) is not None:
             raise exception.InstanceExists(name=instance.uuid)
-        image_id = self._remote_image(context, image_meta, instance)
+        image_id = self.images.cached_copy(context, image_meta, instance)
         self._boot(instance, image_id, network_info, power_on,
                    'POST /servers (instance %s)' % instance.uuid)
 
     def snapshot(self, context, instance, image_id, update_task_state):
         server = self._get(instance)
-        update_task_state(task_state=task_states.IMAGE_PENDING_UPLOAD)
-        image = self._snapshot(server, instance, 'snapshot')
-        workdir = self._work_dir('snapshot-%s-' % instance.uuid)
-        try:
-            path = os.path.join(workdir, 'image')
-            reader = RemoteImageReader(self, image)
-            with open(path, 'wb') as f:
-                for chunk in reader.iter_range(0, reader.size - 1):
-                    f.write(chunk)
-            translate.inspect_image(path, claimed_format=image.disk_format)
-            update_task_state(task_state=task_states.IMAGE_UPLOADING,
-                              expected_state=task_states.IMAGE_PENDING_UPLOAD)
-            with open(path, 'rb') as data:
-                glance.API().update(context, image_id, {
-                    'disk_format': image.disk_format,
-                    'container_format': 'bare'}, data=data)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-            self._delete_image(image.id)
-
-    def _snapshot(self, server, instance, why):
-        """A remote snapshot image of ``server``, active, tagged as ours."""
-        call = 'POST /servers/%s/action createImage (%s)' % (server.id, why)
-        with self._call(call):
-            image = self.conn.compute.create_server_image(
-                server, 'xhv-%s-%s' % (why, instance.uuid),
-                metadata={HOME_UUID: instance.uuid})
-        try:
-            with self._call(call):
-                self.conn.image.add_tag(image, EXPORT_TAG % instance.uuid)
-            image = self._wait_image(image, call)
-        except Exception:
-            self._delete_image(image.id)
-            raise
-        return image
-
-    def _wait_image(self, image, call):
-        deadline = time.monotonic() + self.conf.build_timeout
-        while True:
-            with self._call('GET /v2/images/%s' % image.id):
-                image = self.conn.image.get_image(image.id)
-            if image.status == 'active':
-                return image
-            if image.status in ('killed', 'deleted', 'deactivated'):
-                raise errors.RemoteCloudError(
-                    cloud=self.cloud, call=call,
-                    reason='image %s went %s' % (image.id, image.status))
-            if time.monotonic() > deadline:
-                raise errors.RemoteCloudTimeout(
-                    cloud=self.cloud, call=call,
-                    reason='image %s still %s after %ss' % (
-                        image.id, image.status, self.conf.build_timeout))
-            time.sleep(POLL_INTERVAL)
+        self.images.snapshot_home(context, server, instance, image_id,
+                                  update_task_state)
 
     # -- the disk exchange -------------------------------------------------
 
@@ -647,47 +389,26 @@ class CloudBackend(base.Backend):
             raise exception.InstanceInvalidState(
                 instance_uuid=instance.uuid, attr='status',
                 state=server.status, method='export_disks')
-        image = self._snapshot(server, instance, 'export')
+        image = self.images.snapshot(server, instance, 'export')
         try:
-            size = RemoteImageReader(self, image).virtual_size()
+            size = self.images.reader(image).virtual_size()
         except Exception:
-            self._delete_image(image.id)
+            self.images.delete(image.id)
             raise
         return [DiskDescriptor(
             format=image.disk_format, virtual_size=size,
-            url=self._image_file_url(image.id),
+            url=self.images.file_url(image.id),
             bus=(server.image or {}).get('hw_disk_bus') or
             FAMILY.native_name(family.DISK_BUS, 'paravirtual'),
             boot_index=0, handle=image.id)]
 
-    def _image_file_url(self, image_id):
-        with self._call('image endpoint'):
-            endpoint = self.conn.image.get_endpoint()
-        return '%s/v2/images/%s/file' % (endpoint.rstrip('/'), image_id) \
-            if not endpoint.rstrip('/').endswith('/v2') else \
-            '%s/images/%s/file' % (endpoint.rstrip('/'), image_id)
-
     def open_exported_disk(self, disk):
-        with self._call('GET /v2/images/%s' % disk.handle):
-            image = self.conn.image.get_image(disk.handle)
-        return RemoteImageReader(self, image)
+        return self.images.reader(self.images.get(disk.handle))
 
     def release_exported_disks(self, context, instance, disks):
         for disk in disks:
-            if disk.handle and self._ours(disk.handle,
-                                          EXPORT_TAG % instance.uuid):
-                self._delete_image(disk.handle)
-
-    def _ours(self, image_id, tag):
-        """Whether the remote image exists and carries ``tag``."""
-        try:
-            with self._call('GET /v2/images/%s' % image_id):
-                image = self.conn.image.get_image(image_id)
-        except errors.RemoteCloudError as exc:
-            if errors.is_not_found(exc.__cause__):
-                return False
-            raise
-        return tag in (image.tags or [])
+            self.images.delete_if_ours(disk.handle,
+                                       EXPORT_TAG % instance.uuid)
 
     def check_stageable(self, context, instance, disks):
         if not disks or disks[0].boot_index != 0:
@@ -707,34 +428,52 @@ class CloudBackend(base.Backend):
                 what='staging %s disk %s: the cloud family stages local %s '
                      'files' % (disk.format, disk.path or disk.url,
                                 self.conf.image_format))
-        properties = FAMILY.image_properties[family.DISK_BUS].get(
-            FAMILY.classify(family.DISK_BUS, disk.bus) or 'paravirtual')
-        image = self._upload('xhv-staged-%s' % instance.uuid, disk.path,
-                             [STAGED_TAG % instance.uuid], dict(properties),
-                             'uploading the staged disk of %s'
-                             % instance.uuid)
-        return [DiskDescriptor(
+        image = self.images.upload(
+            'xhv-staged-%s' % instance.uuid, disk.path,
+            [STAGED_TAG % instance.uuid], self._bus_properties(disk),
+            'uploading the staged disk of %s' % instance.uuid)
+        return [self._staged(disk, image)]
+
+    def accepts_disk_streams(self):
+        return self.native_subformat == formats.STREAM_OPTIMIZED
+
+    def stage_disk_streams(self, context, instance, disks, streams):
+        if not self.accepts_disk_streams():
+            raise NotImplementedError()
+        self.check_stageable(context, instance, disks)
+        disk = disks[0]
+        image, result = self.images.upload_stream(
+            'xhv-staged-%s' % instance.uuid, streams[0],
+            [STAGED_TAG % instance.uuid], self._bus_properties(disk),
+            'streaming the staged disk of %s' % instance.uuid)
+        return [self._staged(disk, image)], [result]
+
+    def _bus_properties(self, disk):
+        return dict(FAMILY.image_properties[family.DISK_BUS].get(
+            FAMILY.classify(family.DISK_BUS, disk.bus) or 'paravirtual'))
+
+    def _staged(self, disk, image):
+        return DiskDescriptor(
             format=disk.format, subformat=disk.subformat,
             virtual_size=disk.virtual_size,
-            url=self._image_file_url(image.id), bus=disk.bus,
+            url=self.images.file_url(image.id), bus=disk.bus,
             boot_index=disk.boot_index, device_name=disk.device_name,
-            checksum=disk.checksum, handle=image.id)]
+            checksum=disk.checksum, handle=image.id)
 
     def discard_staged_disks(self, context, instance, disks):
         for disk in disks:
-            if disk.handle and self._ours(disk.handle,
-                                          STAGED_TAG % instance.uuid):
-                self._delete_image(disk.handle)
+            self.images.delete_if_ours(disk.handle,
+                                       STAGED_TAG % instance.uuid)
 
     def spawn_from_disks(self, context, instance, disks, network_info,
                          image_meta, block_device_info=None, hardware=None,
                          power_on=True):
-        self._remote_networks(network_info)  # refuse bad ports first
+        self.ports.networks(network_info)  # refuse bad ports first
         if driver.block_device_info_get_mapping(block_device_info):
             raise UnsupportedRequest(what='volumes (remote Cinder)')
         if self._find(instance) is not None:
             raise exception.InstanceExists(name=instance.uuid)
-        if len(disks) != 1 or not disks[0].handle or not self._ours(
+        if len(disks) != 1 or not disks[0].handle or not self.images.ours(
                 disks[0].handle, STAGED_TAG % instance.uuid):
             raise UnsupportedRequest(
                 what='spawning %s: its staged image is missing'
@@ -744,48 +483,4 @@ class CloudBackend(base.Backend):
                    'POST /servers (moved instance %s)' % instance.uuid)
         # The remote compute has the disk now; the image goes, as a
         # staged disk does once its guest owns it.
-        self._delete_image(image_id)
-
-
-class RemoteImageReader(DiskReader):
-    """Range reads of a remote image's data (its Glance ``file``)."""
-
-    def __init__(self, backend, image):
-        self.backend = backend
-        self.image = image
-        self.size = int(image.size or 0)
-        self.path = '/images/%s/file' % image.id
-
-    def iter_range(self, start, end, chunk=1024 * 1024):
-        call = 'GET /v2/images/%s/file (bytes %d-%d)' % (
-            self.image.id, start, end)
-        with self.backend._call(call):
-            resp = self.backend.conn.image.get(
-                self.path, headers={'Range': 'bytes=%d-%d' % (start, end)},
-                stream=True, raise_exc=True)
-        try:
-            if resp.status_code not in (200, 206):
-                raise OSError('%s answered %d' % (call, resp.status_code))
-            if resp.status_code == 200 and start:
-                raise OSError('%s ignored the Range header' % call)
-            left = end - start + 1
-            for data in resp.iter_content(chunk):
-                data = data[:left]
-                left -= len(data)
-                yield data
-                if not left:
-                    break
-            if left:
-                raise OSError('%s ended %d bytes short' % (call, left))
-        finally:
-            resp.close()
-
-    def virtual_size(self):
-        """The disk's size for the guest: Glance's, else the header's."""
-        if getattr(self.image, 'virtual_size', None):
-            return int(self.image.virtual_size)
-        if self.image.disk_format == 'qcow2':
-            header = b''.join(self.iter_range(0, 31))
-            if header[:4] == b'QFI\xfb':
-                return struct.unpack('>Q', header[24:32])[0]
-        return self.size
+        self.images.delete(image_id)

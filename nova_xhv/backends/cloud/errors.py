@@ -2,7 +2,8 @@
 
 Every call to the remote cloud runs inside ``remote_call(cloud, call)``:
 openstacksdk and keystoneauth exceptions leave it as one of the classes
-below.  A refusal for quota (HTTP 403/413 naming a quota) and a remote
+below.  A refusal for quota (HTTP 403/409/413 naming a quota; Neutron's
+OverQuota is a 409) and a remote
 "no valid host" become ``ComputeResourcesUnavailable``, which Nova's
 compute manager turns into ``RescheduledException``: the build goes to
 another host.  Messages carry the remote status and reason, cut short,
@@ -101,7 +102,7 @@ def translate(exc, cloud, call):
         message = _remote_message(exc)
         if status == 401:
             return RemoteCloudAuthFailed(reason=message, **kwargs)
-        if status in (403, 413) and _QUOTA.search(message):
+        if status in (403, 409, 413) and _QUOTA.search(message):
             return RemoteQuotaExceeded(reason=message, **kwargs)
         return RemoteCloudError(reason='HTTP %s: %s' % (status, message),
                                 **kwargs)

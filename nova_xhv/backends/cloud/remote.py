@@ -11,6 +11,8 @@ import uuid
 from nova_xhv.backends.cloud import errors
 
 APP_NAME = 'nova-xhv-cloud'
+#: Remote server (and snapshot) metadata: the home instance it stands for.
+HOME_UUID = 'xhv_home_uuid'
 
 
 def _import_sdk():
@@ -63,3 +65,29 @@ def node_uuid(auth_url, region, project):
     """A stable uuid for the node of one project in one region."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, '%s|%s|%s' % (
         auth_url.rstrip('/'), region, project)))
+
+
+class Part:
+    """A piece of the backend that talks to the remote cloud.
+
+    It reads the backend's connection, cloud name and options when it
+    works (the connection exists only after ``init_host``).
+    """
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    @property
+    def conn(self):
+        return self.backend.conn
+
+    @property
+    def cloud(self):
+        return self.backend.cloud
+
+    @property
+    def conf(self):
+        return self.backend.conf
+
+    def call(self, call):
+        return errors.remote_call(self.cloud, call)

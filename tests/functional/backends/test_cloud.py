@@ -430,3 +430,123 @@ def test_snapshot_goes_to_the_home_glance(bed, remote, tmp_path):
         admin.image.delete_image(home, ignore_missing=True)
         fixture.cleanUp()
     assert bed.leftovers(instance) == []
+
+
+def _addressed(vif, *addresses):
+    """``vif`` as Nova's network_info has it with these fixed IPs."""
+    return dict(vif, network={'subnets': [
+        {'ips': [{'address': a} for a in addresses]}]})
+
+
+def test_remote_ports_keep_the_home_fixed_ips_where_they_can(
+        bed, remote, tmp_path, caplog):
+    """Same MAC and IP where a remote subnet holds the address.
+
+    Else the remote Neutron's address, logged: outside every subnet, or
+    in use.
+    """
+    admin = bed.admin
+    flat = admin.network.find_network('xhv-conformance')
+    blocker = admin.network.create_port(
+        network_id=flat.id, project_id=remote.project.id,
+        fixed_ips=[{'ip_address': '10.0.0.50'}])
+    vifs = [_addressed(bed.vif(1, vlan=101), '10.101.1.23'),
+            _addressed(bed.vif(2), '192.0.2.9'),
+            _addressed(bed.vif(3), '10.0.0.50'),
+            _addressed(bed.vif(4), '10.0.0.51')]
+    instance = None
+    try:
+        instance = conformance.BackendConformance()._guest(
+            bed, tmp_path, power_on=False, network_info=vifs)
+        found = bed.backend.ports.addresses(instance)
+        assert [(home, mac) for home, mac, _ in found] == [
+            (v['id'], v['address']) for v in vifs]
+        ips = [addresses for _, _, addresses in found]
+        assert ips[0] == ['10.101.1.23']
+        assert ips[3] == ['10.0.0.51']
+        for chosen in (ips[1], ips[2]):
+            assert len(chosen) == 1 and chosen[0].startswith('10.0.0.')
+            assert chosen[0] not in ('10.0.0.50', '10.0.0.51')
+        log = caplog.text
+        assert '192.0.2.9, outside every subnet' in log
+        assert 'refused fixed IPs 10.0.0.50 for home port %s' % (
+            vifs[2]['id']) in log
+        assert 'already allocated' in log
+    finally:
+        if instance is not None:
+            bed.destroy(instance)
+            assert bed.leftovers(instance) == []
+            assert list(admin.network.ports(
+                description='xhv-instance:%s' % instance.uuid)) == []
+        admin.network.delete_port(blocker)
+
+
+def test_a_remote_policy_refusing_ips_and_macs_falls_back(
+        bed, remote, tmp_path, caplog):
+    """The remote project may set neither: the port gets Neutron's own."""
+    policy = os.path.join(remote.neutron.state, 'policy.yaml')
+    with open(policy) as f:
+        before = f.read()
+    vifs = [_addressed(bed.vif(1), '10.0.0.61')]
+    instance = None
+    try:
+        with open(policy, 'w') as f:
+            f.write(before + '"create_port:fixed_ips:ip_address": "!"\n'
+                    '"create_port:mac_address": "!"\n')
+        instance = conformance.BackendConformance()._guest(
+            bed, tmp_path, power_on=False, network_info=vifs)
+        [(home, mac, ips)] = bed.backend.ports.addresses(instance)
+        assert home == vifs[0]['id']
+        assert mac != vifs[0]['address']
+        assert ips != ['10.0.0.61'] and ips[0].startswith('10.0.0.')
+        log = caplog.text
+        assert 'refused fixed IPs 10.0.0.61' in log
+        assert 'refused MAC %s' % vifs[0]['address'] in log
+        assert 'disallowed by policy' in log
+    finally:
+        with open(policy, 'w') as f:
+            f.write(before)
+        if instance is not None:
+            bed.destroy(instance)
+            assert bed.leftovers(instance) == []
+
+
+def test_vmdk_images_are_streamed_into_the_remote_glance(
+        remote, make_backend, tmp_path):
+    """``image_format = vmdk``: a move's disk goes up as it is translated.
+
+    The conformance check of streamed disks: the stream becomes a private
+    remote image the remote compute boots, byte for byte the guest's
+    data; a stream cut half-way leaves no remote image.
+    """
+    backend = make_backend(image_format='vmdk')
+    assert backend.accepts_disk_streams()
+    assert (backend.native_format, backend.native_subformat) == (
+        'vmdk', 'streamOptimized')
+    bed = CloudBed(remote, backend)
+    conformance.BackendConformance(
+    ).test_streamed_disks_spawn_and_a_cut_stream_leaves_nothing(
+        bed, tmp_path)
+    # And the data: staged, booted, exported back, compared.
+    raw = str(tmp_path / 'data.raw')
+    disks.make_bootable_disk(raw, virtual_size=8 * MiB)
+    instance = bed.new_instance()
+    staged, _ = conformance.BackendConformance()._streamed(bed, instance,
+                                                           raw)
+    try:
+        backend.spawn_from_disks(bed.context, instance, staged, [],
+                                 bed.image_meta(instance),
+                                 power_on=False)
+        exported = backend.export_disks(bed.context, instance)
+        path = str(tmp_path / 'exported')
+        reader = backend.open_exported_disk(exported[0])
+        with open(path, 'wb') as f:
+            for chunk in reader.iter_range(0, reader.size - 1):
+                f.write(chunk)
+        backend.release_exported_disks(bed.context, instance, exported)
+        assert _raw_of(path, 'vmdk', tmp_path) == _raw_of(raw, 'raw',
+                                                          tmp_path)
+    finally:
+        bed.destroy(instance)
+        backend.discard_staged_disks(bed.context, instance, staged)
+    assert bed.leftovers(instance) == []

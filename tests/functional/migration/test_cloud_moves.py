@@ -11,10 +11,12 @@ cloud (no staged or exported image, no server).
 """
 
 import os
+import re
 
 import fixtures
 import openstack.proxy
 
+from nova_xhv.backends import family
 from tests.fixtures import remote_cloud
 from tests.functional.migration import base
 from tests.functional.migration import test_matrix
@@ -37,10 +39,11 @@ def tearDownModule():
         _REMOTE.pop().stop()
 
 
-def _start_cloud(tc, host=CLOUD):
+def _start_cloud(tc, host=CLOUD, image_format='qcow2'):
     remote = _REMOTE[0]
     tc.flags(group='xhv_cloud', cloud=remote_cloud.ENTRY,
              clouds_yaml=remote.clouds_yaml, build_timeout=60,
+             image_format=image_format,
              staging_dir=os.path.join(tc.workdir, 'cloud-staging'))
     return tc.start_compute(host, backend='cloud')
 
@@ -52,8 +55,8 @@ def _cloud_disk(tc, server):
     tc.assertIsNotNone(remote, 'no remote server for %s' % server['id'])
     path = os.path.join(_REMOTE[0].state, 'nova', 'disks', remote.id)
     with open(path, 'rb') as f:
-        fmt = 'qcow2' if f.read(4) == b'QFI\xfb' else 'raw'
-    return path, fmt
+        magic = f.read(4)
+    return path, {b'QFI\xfb': 'qcow2', b'KDMV': 'vmdk'}.get(magic, 'raw')
 
 
 CLOUD_BEDS = dict(test_matrix.FAMILY_BEDS, cloud=test_matrix.Bed(
@@ -107,6 +110,25 @@ class TestCloudMoves(CloudMoveCase):
         self.assertEqual([], self._remote_leftovers())
 
 
+class TestCloudStreamedMoves(CloudMoveCase):
+    """``[xhv_cloud] image_format = vmdk``: the disk is streamed up."""
+
+    uses_kvm = False
+    beds = dict(CLOUD_BEDS, cloud=CLOUD_BEDS['cloud']._replace(
+        start=lambda tc: _start_cloud(tc, image_format='vmdk')))
+
+    def test_fake_to_cloud_streamed(self):
+        self._move_revert_move_confirm('fake', 'cloud')
+        self.assertEqual([], self._remote_leftovers())
+        log = self.stdlog.logger.output
+        # Translated straight into the upload: no local file staged.
+        self.assertIn(': translate+upload', log)
+        self.assertIn('as vmdk streamOptimized with the vmdk stream writer',
+                      log)
+        self.assertIsNone(re.search(r'Move \S+: (translate|upload)$', log,
+                                    re.M))
+
+
 class TestCloudKvmMoves(CloudMoveCase):
     """With KVM (real libvirtd): the guest boots after a move into KVM."""
 
@@ -117,3 +139,25 @@ class TestCloudKvmMoves(CloudMoveCase):
     def test_cloud_to_kvm(self):
         self._move_revert_move_confirm('cloud', 'kvm')
         self.assertEqual([], self._remote_leftovers())
+
+
+class TestCloudSimulatedMoves(CloudMoveCase):
+    """With vSphere (vcsim), Hyper-V and Xen simulators: no libvirtd."""
+
+    uses_kvm = False
+
+
+def _add_pair_tests():
+    installed = set(family.families())
+    for other in ('vmware', 'hyperv', 'xen'):
+        if other not in installed:
+            continue
+        for source, dest in ((other, 'cloud'), ('cloud', other)):
+            def test(self, _source=source, _dest=dest):
+                self._move_revert_move_confirm(_source, _dest)
+                self.assertEqual([], self._remote_leftovers())
+            test.__name__ = 'test_%s_to_%s' % (source, dest)
+            setattr(TestCloudSimulatedMoves, test.__name__, test)
+
+
+_add_pair_tests()

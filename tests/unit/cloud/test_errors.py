@@ -29,6 +29,8 @@ def _raised(exc, call='POST /servers'):
           'cores'),
     (403, "Maximum number of ports exceeded (OverQuota)"),
     (413, 'Over limit'),
+    # Neutron's OverQuota (a remote port).
+    (409, "Quota exceeded for resources: ['port']."),
 ])
 def test_a_quota_refusal_makes_nova_reschedule(status, message):
     mapped = _raised(_http(status, message))

@@ -24,6 +24,8 @@ import sys
 import threading
 from wsgiref import simple_server
 
+from tests.fixtures import sqlite_writers
+
 os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
 
 HOST = 'remote-compute'  # tests.fixtures.remote_cloud.REMOTE_COMPUTE
@@ -91,35 +93,6 @@ def file_driver_module(state):
     return module
 
 
-def serialize_sqlite_writers():
-    """Every SQLite transaction takes the write lock when it begins.
-
-    The services' threads share each database file; a transaction that
-    read first and writes later fails with "database is locked" when
-    another holds the lock (SQLite cannot upgrade it).  BEGIN IMMEDIATE
-    makes them queue instead (busy timeout 60 s).
-    """
-    import sqlite3
-
-    from sqlalchemy.engine import Engine
-    from sqlalchemy import event
-    from sqlalchemy import pool
-
-    @event.listens_for(pool.Pool, 'connect')
-    def _connect(dbapi_connection, record):
-        if isinstance(dbapi_connection, sqlite3.Connection):
-            dbapi_connection.execute('PRAGMA busy_timeout = 60000')
-
-    # oslo.db emits a plain BEGIN for SQLite itself.
-    @event.listens_for(Engine, 'before_cursor_execute', retval=True)
-    def _immediate(conn, cursor, statement, parameters, context,
-                   executemany):
-        if conn.dialect.name == 'sqlite' and \
-                statement.strip().upper() == 'BEGIN':
-            statement = 'BEGIN IMMEDIATE'
-        return statement, parameters
-
-
 class _ThreadingServer(socketserver.ThreadingMixIn,
                        simple_server.WSGIServer):
     daemon_threads = True
@@ -132,7 +105,7 @@ class _Quiet(simple_server.WSGIRequestHandler):
 
 def main(state, port):
     conf_file = os.path.join(state, 'nova.conf')
-    serialize_sqlite_writers()
+    sqlite_writers.serialize()
     from nova import config
     from nova import objects
     from oslo_config import cfg

@@ -671,6 +671,9 @@ class HyperVBackend(base.Backend):
                 'platform': 'x86_64', 'os_type': 'windows',
                 'multipath': False}
 
+    def check_volume_attachable(self, connection_info):
+        self._volume_shares.check(connection_info)
+
     def _volume_drives(self, uuid, link):
         return [d for d in self._drives(uuid)
                 if d['Path'].lower() == link.lower()]

@@ -328,6 +328,9 @@ class XenAPIBackend(base.Backend):
                 'platform': 'x86_64', 'os_type': 'linux',
                 'multipath': False}
 
+    def check_volume_attachable(self, connection_info):
+        self._volumes.check(connection_info)
+
     def attach_volume(self, context, connection_info, instance, mountpoint,
                       disk_bus=None, device_type=None, encryption=None):
         if encryption:

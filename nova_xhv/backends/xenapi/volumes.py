@@ -108,9 +108,20 @@ class VolumeAttacher(object):
                 if all(_safe_name(p) for p in below.split('/')):
                     return os.path.join(local, below)
         raise XenVolumeError(
-            reason='this compute has no mount of the NFS export %s:%s '
-                   '([xhv_xenapi] volume_exports); it names the volume '
-                   'file in the SR folder there' % (host, path))
+            reason='this compute has no mount of the NFS export %s:%s: '
+                   'add %s:%s=/<its mount point> to [xhv_xenapi] '
+                   'volume_exports (XHV names the volume file in the SR '
+                   'folder through it)' % (host, path, host, path))
+
+    def check(self, connection_info):
+        """Raise unless ``attach`` could link the volume file; no change."""
+        volume_file = self._paths(connection_info)[4]
+        if not os.path.isfile(volume_file):
+            raise XenVolumeError(
+                reason='the volume file %s does not exist on this '
+                       'compute\'s mount of its export (is [xhv_xenapi] '
+                       'volume_exports right, the export mounted?)'
+                       % volume_file)
 
     def _paths(self, connection_info):
         """(host, path, name, SR uuid, volume file, its name in the SR)."""

@@ -38,10 +38,16 @@ class HyperVXenBed(nova_cinder.RealCinderMixin,
         super().setUp()
         self.start_volume_computes()
 
+    #: False: the Hyper-V and Xen computes are configured without the
+    #: export (no ``volume_shares`` / ``volume_exports`` entry).
+    map_volume_export = True
+
     def start_volume_computes(self):
         export = self.cinder_services.export
-        self.start_hyperv(volume_export=export)
-        xen_bed.start_xen(self, volume_export=export)
+        self.start_hyperv(volume_export=export,
+                          map_volume_export=self.map_volume_export)
+        xen_bed.start_xen(self, volume_export=export
+                          if self.map_volume_export else None)
 
     # -- helpers -------------------------------------------------------------
 
@@ -194,8 +200,7 @@ class HyperVXenVolumesTestCase(HyperVXenBed):
         self.assert_plain_volume(path, 2 * GiB)
 
 
-class VolumesFollowHyperVXenKVMTestCase(nova_cinder.LibvirtNFSMixin,
-                                        HyperVXenBed):
+class KVMHyperVXenBed(nova_cinder.LibvirtNFSMixin, HyperVXenBed):
     """The same, with a KVM compute on real libvirtd: moves."""
 
     uses_kvm = True
@@ -204,6 +209,28 @@ class VolumesFollowHyperVXenKVMTestCase(nova_cinder.LibvirtNFSMixin,
         self.set_up_libvirt_nfs()
         self.libvirt_nfs_host_up(self.start_kvm())
         super().start_volume_computes()
+
+    def assert_refused_running(self, server, volume, path, before, words):
+        """A move to Hyper-V, then Xen, refused before power-off."""
+        for host in (base.HYPERV, xen_bed.XEN):
+            failed = len(self.failed_migrations(server))
+            self.api.post_server_action(server['id'],
+                                        {'migrate': {'host': host}})
+            nova_base.wait_for(
+                lambda: len(self.failed_migrations(server)) > failed, 60,
+                what='the migration to %s in error' % host)
+            server = self._wait_for_state_change(server, 'ACTIVE')
+            self.assertEqual(base.KVM, server['OS-EXT-SRV-ATTR:host'])
+            self.assertNotIn('xhv_power_off', self.action_events(server))
+            for word in words[host]:
+                self.assertIn(word, self.stdlog.logger.output)
+            self.assert_attached(server, volume, base.KVM)
+            self.assertEqual('running', self.domain_state(server))
+            self.assertEqual(before, disks.sha256_file(path))
+        return server
+
+
+class VolumesFollowHyperVXenKVMTestCase(KVMHyperVXenBed):
 
     def test_hyperv_attach_detach_and_the_volume_follows_to_kvm_and_back(self):
         image_id, _ = self.make_image('vhdx', name='hyperv-guest')
@@ -301,25 +328,45 @@ class VolumesFollowHyperVXenKVMTestCase(nova_cinder.LibvirtNFSMixin,
         self.assert_plain_volume(path)
         self.assertEqual(before, disks.sha256_file(path))
 
+
+class RefusedBeforePowerOffTestCase(KVMHyperVXenBed):
+    """Hyper-V and Xen computes configured without the volumes' export."""
+
+    map_volume_export = False
+
     def test_moves_that_cannot_carry_the_volume_are_refused_running(self):
         image_id, _ = self.make_kvm_image()
-        server = self._wait_for_state_change(
-            self.boot_on(base.KVM, image_id), 'ACTIVE')
+        # Two servers: the tiny guest never lets go of a volume while it
+        # runs (no hot-unplug), and each check needs a running one.
+        servers = [self.boot_on(base.KVM, image_id) for _ in range(2)]
+        server, other = [self._wait_for_state_change(s, 'ACTIVE')
+                         for s in servers]
+        # A qcow2 volume: no Hyper-V or Xen host opens it (the source
+        # knows from the families' facts).
         volume, path = self.data_volume('nfsqcow2')
         self.attach(server, volume['id'])
-        before = disks.sha256_file(path)
-        for host, family in ((base.HYPERV, 'hyperv'), (xen_bed.XEN, 'xen')):
-            failed = len(self.failed_migrations(server))
-            self.api.post_server_action(server['id'],
-                                        {'migrate': {'host': host}})
-            nova_base.wait_for(
-                lambda: len(self.failed_migrations(server)) > failed, 60,
-                what='the migration to %s in error' % host)
-            server = self._wait_for_state_change(server, 'ACTIVE')
-            self.assertEqual(base.KVM, server['OS-EXT-SRV-ATTR:host'])
-            self.assertNotIn('xhv_power_off', self.action_events(server))
-            self.assertIn('stored as qcow2, which the %s family does not '
-                          'attach' % family, self.stdlog.logger.output)
-            self.assert_attached(server, volume, base.KVM)
-            self.assertEqual('running', self.domain_state(server))
-            self.assertEqual(before, disks.sha256_file(path))
+        self.assert_refused_running(
+            server, volume, path, disks.sha256_file(path), {
+                host: ['stored as qcow2, which the %s family does not '
+                       'attach' % family]
+                for host, family in ((base.HYPERV, 'hyperv'),
+                                     (xen_bed.XEN, 'xen'))})
+
+        # A raw volume the families attach, but these two computes have
+        # no way to its export: each destination says so itself.
+        server = other
+        volume, path = self.data_volume()
+        self.attach(server, volume['id'])
+        export = '127.0.0.1:%s' % self.cinder_services.export
+        refused = 'the destination %s cannot attach volume %s'
+        self.assert_refused_running(
+            server, volume, path, disks.sha256_file(path), {
+                base.HYPERV: [
+                    refused % (base.HYPERV, volume['id']),
+                    'add %s=\\\\<smb host>\\<share> to [xhv_hyperv] '
+                    'volume_shares' % export],
+                xen_bed.XEN: [
+                    refused % (xen_bed.XEN, volume['id']),
+                    'add %s=/<its mount point> to [xhv_xenapi] '
+                    'volume_exports' % export]})
+        self.assert_plain_volume(path)

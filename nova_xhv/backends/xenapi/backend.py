@@ -7,8 +7,10 @@ exports and snapshots come back with ``GET /export_raw_vdi?format=vhd``
 into a private local copy.  Guests: cloned from the HVM template, sized by
 the flavor, one VBD per VDI (boot disk first), one VIF per Neutron port.
 Volumes: raw NFS volume files as raw VDIs of an NFS SR, in place
-(volumes.py).  Not done (doc/source/xenapi.rst): boot from volume, resize
-within the pool, live migration, consoles.
+(volumes.py); a server booted from a volume has no VDI of its own, its
+boot volume is the bootable VBD at device 0.  Not done
+(doc/source/xenapi.rst): extending an attached volume, resize within the
+pool, live migration, consoles.
 """
 
 import os

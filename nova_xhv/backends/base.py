@@ -61,6 +61,15 @@ disk_bus, device_type, encryption)``
     (Nova's ``VolumeDriverNotFound`` for an unknown type); be idempotent
     for a volume already attached; leave nothing (device, descriptor,
     mount) behind when it raises.
+``check_volume_attachable(connection_info)``
+    Raise (an ``exception.Invalid``: ``VolumeNotAttachable`` or the
+    family's own volume error, with a reason an operator can act on: the
+    export and the option to set) when this compute could not attach the
+    volume; changes nothing.  A move asks the destination's backend this,
+    through the exchange endpoint, before the source powers anything
+    off.  Default: the type and format are in ``volume_attach``; a family
+    that reaches volumes through its own configuration (a share map, a
+    mount) also checks that, as its ``attach_volume`` would.
 ``detach_volume(context, connection_info, instance, mountpoint,
 encryption)``
     Removes the device and what attach made for it, never the volume's
@@ -171,6 +180,11 @@ class VifRefused(exception.NovaException):
     code = 400
 
 
+class VolumeNotAttachable(exception.Invalid):
+    msg_fmt = 'The XHV %(family)s backend cannot attach this volume: ' \
+        '%(reason)s'
+
+
 #: One NIC to plug, checked (``Backend.nics``): ``port_id``, ``mac``
 #: (lower case), ``vif_type``; for families XHV binds also ``switch``,
 #: ``port_group``, ``network_type``, ``physical_network`` and
@@ -215,6 +229,22 @@ class Backend(driver.ComputeDriver, metaclass=abc.ABCMeta):
     def plugged_ports(self, instance):
         """[(Neutron port id or None, MAC)] of the guest's NICs, in order."""
         raise NotImplementedError()
+
+    def check_volume_attachable(self, connection_info):
+        """Raise when this compute cannot attach the volume (module doc).
+
+        Default: from the family's facts alone.
+        """
+        kind = str(connection_info.get('driver_volume_type') or '').lower()
+        fmt = (connection_info.get('data') or {}).get('format') or 'raw'
+        if not self.facts.attaches(kind, fmt):
+            raise VolumeNotAttachable(
+                family=self.family,
+                reason='it is a %s volume stored as %s; this family '
+                       'attaches %s' % (kind or 'typeless', fmt, ', '.join(
+                           '%s (%s)' % (k, ' or '.join(v)) for k, v in
+                           sorted(self.facts.volume_attach.items()))
+                           or 'no volumes'))
 
     @abc.abstractmethod
     def export_disks(self, context, instance, block_device_info=None):

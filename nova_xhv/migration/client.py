@@ -117,6 +117,21 @@ class ExchangeClient(object):
     def stage_discard(self, base_url, key):
         return self.call(base_url, 'DELETE', '/stage/%s' % key)
 
+    def check_volumes(self, base_url, volumes):
+        """[{'id', 'reason'}] of the volumes ``base_url`` cannot attach.
+
+        None from a compute of an older XHV, which cannot answer (its
+        attach is then the check, after power-off).
+        """
+        try:
+            reply = self.call(base_url, 'POST', '/volumes',
+                              {'volumes': volumes})
+        except ExchangeError as error:
+            if error.status != 404:
+                raise
+            return None
+        return list(reply.get('refused') or ())
+
     def probe_original(self, base_url, instance_uuid, source_family):
         """The journal key of the original ``base_url`` keeps, or None.
 

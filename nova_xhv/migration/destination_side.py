@@ -24,6 +24,7 @@ import threading
 import time
 
 from nova import context as nova_context
+from nova import exception
 from nova import objects
 from nova import utils as nova_utils
 from oslo_log import log as logging
@@ -41,6 +42,11 @@ RUNNING = 'running'
 DONE = 'done'
 FAILED = 'failed'
 DISCARDED = 'discarded'
+
+
+# A server has at most a few dozen volumes (Nova's
+# [compute] max_disk_devices_to_attach); more in one check is malformed.
+MAX_CHECKED_VOLUMES = 256
 
 
 class StageCancelled(Exception):
@@ -111,6 +117,34 @@ class DestinationStager(object):
         lookup = self._original_lookup
         return {'original_key': lookup(request.get('instance_uuid'))
                 if lookup else None}
+
+    def check_volumes(self, request):
+        """``POST /volumes``: which of these volumes this compute refuses.
+
+        Asked by a source before it powers anything off.  ``volumes``:
+        [{'id', 'connection_info'}] (the type, export, file name and
+        format of each; no credentials); the answer's ``refused``:
+        [{'id', 'reason'}] from ``Backend.check_volume_attachable``.
+        """
+        volumes = request.get('volumes')
+        if not isinstance(volumes, list) or not volumes or \
+                len(volumes) > MAX_CHECKED_VOLUMES:
+            raise exchange.ControlError(
+                'volumes: a list of 1 to %d volumes' % MAX_CHECKED_VOLUMES)
+        refused = []
+        for volume in volumes:
+            info = volume.get('connection_info') if isinstance(
+                volume, dict) else None
+            if not isinstance(info, dict) or not isinstance(
+                    info.get('data', {}), dict):
+                raise exchange.ControlError('each volume has an id and a '
+                                            'connection_info object')
+            volume_id = str(volume.get('id'))[:64]
+            try:
+                self.backend.check_volume_attachable(info)
+            except exception.NovaException as error:
+                refused.append({'id': volume_id, 'reason': str(error)})
+        return {'family': self.backend.family, 'refused': refused}
 
     def stage_start(self, request):
         if request.get('probe_original'):

@@ -12,7 +12,8 @@ it is built on the standard library, which eventlet patches).  It serves:
     the destination staged it or the move was rolled back (or after
     ``[xhv] exchange_token_ttl``).
 
-``POST /stage``, ``GET /stage/<key>``, ``DELETE /stage/<key>``, ``GET /ping``
+``POST /stage``, ``GET /stage/<key>``, ``DELETE /stage/<key>``,
+``POST /originals``, ``POST /volumes``, ``GET /ping``
     Control requests from other computes, signed with the shared
     ``[xhv] exchange_secret`` for this endpoint's ``host:port``
     (nova_xhv.migration.signing), handed to a handler object
@@ -323,7 +324,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._direct_read(match.group(1))
         if path == '/ping':
             _allow(request, ('GET',))
-        elif path in ('/stage', '/originals'):
+        elif path in ('/stage', '/originals', '/volumes'):
             _allow(request, ('POST',))
         elif _STAGE_PATH.match(path):
             _allow(request, ('GET', 'DELETE'))
@@ -473,6 +474,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._send_json(202, handler.stage_start(data))
             if path == '/originals':
                 return self._send_json(200, handler.probe_original(data))
+            if path == '/volumes':
+                return self._send_json(200, handler.check_volumes(data))
             key = _STAGE_PATH.match(path).group(1)
             if self.command == 'GET':
                 return self._send_json(200, handler.stage_status(key))

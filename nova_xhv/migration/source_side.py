@@ -183,6 +183,8 @@ class SourceMove(object):
                            'exchange_secret set?' % dest.host)
             # Refused while the server still runs, with the reason.
             move_volumes.check_can_follow(block_device_info, dest.family)
+            move_volumes.check_destination_attaches(self.client, dest,
+                                                    block_device_info)
             with self._event(context, 'xhv_power_off', instance):
                 self.backend.power_off(instance, power_off_timeout,
                                        retry_interval)

@@ -13,6 +13,11 @@ connector.  XHV's part, on the source:
    ``Family.volume_attach``), a block volume (LVM/iSCSI: only file
    volumes on a share every family mounts follow a server across
    families), and a multiattach volume (its other servers stay behind);
+   then ask the destination compute itself whether it can attach each
+   one (``POST /volumes`` on its exchange endpoint, answered by its
+   backend's ``check_volume_attachable``: a Hyper-V compute without the
+   SMB share of the volume's export, a Xen compute without a mount of
+   it, refuse here, not after the server was powered off);
 2. after power-off, detach every volume from the original (its guest is
    off, nothing writes);
 3. on any failure before the move commits, attach them again, as they
@@ -83,6 +88,46 @@ def check_can_follow(block_device_info, dest_family):
                    'a format it attaches'))
     if problems:
         raise VolumeCannotFollow('; '.join(problems))
+
+
+def _checked_info(info):
+    """What the destination needs to judge a volume: no credentials."""
+    data = info.get('data') or {}
+    return {'driver_volume_type': info.get('driver_volume_type'),
+            'data': {k: data[k] for k in _CHECKED_KEYS if k in data}}
+
+
+# The keys of a file volume's connection info that name where it is and
+# how it is stored (os-brick nfs/smbfs...; XHV's 'format').
+_CHECKED_KEYS = ('export', 'name', 'format', 'volume_id')
+
+
+def check_destination_attaches(client, dest, block_device_info):
+    """Raise VolumeCannotFollow unless the destination attaches them all.
+
+    Asked after ``check_can_follow`` and before anything changes.
+    """
+    bdms = mapped(block_device_info)
+    if not bdms:
+        return
+    volumes = [{'id': _volume_id(bdm),
+                'connection_info': _checked_info(bdm['connection_info'])}
+               for bdm in bdms]
+    try:
+        refused = client.check_volumes(dest.url, volumes)
+    except Exception as error:
+        raise VolumeCannotFollow(
+            'the destination %s could not say whether it can attach the '
+            'server\'s volumes: %s' % (dest.host, error))
+    if refused is None:
+        LOG.warning('The destination %s cannot check volumes before a '
+                    'move (an older XHV): its attach after power-off is '
+                    'the check', dest.host)
+        return
+    if refused:
+        raise VolumeCannotFollow('; '.join(
+            'the destination %s cannot attach volume %s: %s'
+            % (dest.host, r.get('id'), r.get('reason')) for r in refused))
 
 
 def detach_all(backend, context, instance, block_device_info):

@@ -10,8 +10,10 @@ configuration and ``disk-N.vhdx``); staged disks wait in
 (remote.Remote), every value passing through script.literal.
 
 Volumes: raw NFS file volumes, in place as fixed VHDs over SMB
-(volumes.py).  Not done (see doc/source/hyperv.rst): boot from volume,
-console log, resize within Hyper-V, growing the root disk to the flavor.
+(volumes.py); a server booted from a volume has no disk of its own, its
+boot volume sits where the generation boots from (IDE 0:0 on generation
+1, SCSI 0:0 on 2).  Not done (see doc/source/hyperv.rst): console log,
+resize within Hyper-V, growing the root disk to the flavor.
 """
 
 import os
@@ -70,6 +72,14 @@ class HyperVConfigError(exception.NovaException):
 
 class HyperVBackendError(exception.NovaException):
     msg_fmt = '%(reason)s'
+
+
+def _boot_volume(block_device_info):
+    """The mapping of the volume a server boots from, or None."""
+    for bdm in driver.block_device_info_get_mapping(block_device_info):
+        if bdm.get('boot_index') == 0:
+            return bdm
+    return None
 
 
 class HyperVBackend(base.Backend):
@@ -367,10 +377,6 @@ class HyperVBackend(base.Backend):
 
     def _check_request(self, network_info, block_device_info):
         for bdm in driver.block_device_info_get_mapping(block_device_info):
-            if bdm.get('boot_index') == 0:
-                raise HyperVBackendError(
-                    reason='The XHV hyperv backend does not boot from a '
-                           'volume (its volumes are SCSI data disks).')
             # Every volume checked before the VM exists.
             self._volume_shares.unc_of(bdm['connection_info'])
         self.nics(network_info)  # the network contract's own checks
@@ -402,6 +408,19 @@ class HyperVBackend(base.Backend):
             raise HyperVBackendError(
                 reason='The folder of instance %s exists on the host '
                        'already.' % instance.uuid)
+        if _boot_volume(block_device_info) is not None:
+            # Booted from a volume: no image disk, the VM's folder only.
+            self._share.mkdir(instance.uuid)
+            try:
+                self._create_vm(instance, [], network_info,
+                                self._generation_for(image_meta),
+                                self._nic_class(image_meta), False)
+                self._attach_mapped(context, instance, block_device_info,
+                                    power_on)
+            except Exception:
+                self._share.remove_tree(instance.uuid)
+                raise
+            return
         workdir = self._staging_dir('spawn-%s-' % instance.uuid)
         created = False
         try:
@@ -632,7 +651,21 @@ class HyperVBackend(base.Backend):
             raise HyperVBackendError(reason='The folder of instance %s '
                                             'exists on the host already.'
                                      % instance.uuid)
-        self._share.rename(folder, instance.uuid)
+        if disks:
+            self._share.rename(folder, instance.uuid)
+        elif _boot_volume(block_device_info) is not None:
+            self._share.mkdir(instance.uuid)  # volume-backed: no disk
+        else:
+            raise HyperVBackendError(reason='Instance %s has neither a '
+                                            'staged disk nor a boot volume.'
+                                     % instance.uuid)
+
+        def unplace():
+            # Leave the disks staged, for discard_staged_disks.
+            if disks:
+                self._share.rename(instance.uuid, folder)
+            else:
+                self._share.remove_tree(instance.uuid)
         placed = [('%s/%s' % (instance.uuid, d.handle.split('/', 1)[1]),
                    d.bus) for d in disks]
         mapped = driver.block_device_info_get_mapping(block_device_info)
@@ -642,25 +675,39 @@ class HyperVBackend(base.Backend):
                             self._nic_class(image_meta, hardware),
                             power_on and not mapped)
         except Exception:
-            # Leave the disks staged, for discard_staged_disks.
-            self._share.rename(instance.uuid, folder)
+            unplace()
             raise
         if mapped:
-            # Powered on only once its volumes are attached.
             try:
-                for bdm in mapped:
-                    self.attach_volume(context, bdm['connection_info'],
-                                       instance, bdm.get('mount_device'))
-                if power_on:
-                    self._run('Start-VM', ps.command('Start-VM',
-                                                     Name=instance.uuid))
+                self._attach_mapped(context, instance, block_device_info,
+                                    power_on)
             except Exception:
-                for bdm in mapped:
-                    self.detach_volume(context, bdm['connection_info'],
-                                       instance, bdm.get('mount_device'))
-                self._remove_vm(instance.uuid)
-                self._share.rename(instance.uuid, folder)
+                unplace()
                 raise
+
+    def _attach_mapped(self, context, instance, block_device_info,
+                       power_on):
+        """Attach the volumes (boot volume first) to the new, off VM.
+
+        Powered on only once they are attached.  On failure the VM is
+        removed, every volume file as it was; the VM's folder stays.
+        """
+        mapped = sorted(
+            driver.block_device_info_get_mapping(block_device_info),
+            key=lambda bdm: bdm.get('boot_index') != 0)
+        try:
+            for bdm in mapped:
+                self._attach(instance, bdm['connection_info'],
+                             boot=bdm.get('boot_index') == 0)
+            if power_on:
+                self._run('Start-VM', ps.command('Start-VM',
+                                                 Name=instance.uuid))
+        except Exception:
+            for bdm in mapped:
+                self.detach_volume(context, bdm['connection_info'],
+                                   instance, bdm.get('mount_device'))
+            self._remove_vm(instance.uuid)
+            raise
 
     # -- volumes (volumes.py) -------------------------------------------
 
@@ -671,6 +718,9 @@ class HyperVBackend(base.Backend):
                 'platform': 'x86_64', 'os_type': 'windows',
                 'multipath': False}
 
+    def check_volume_attachable(self, connection_info):
+        self._volume_shares.check(connection_info)
+
     def _volume_drives(self, uuid, link):
         return [d for d in self._drives(uuid)
                 if d['Path'].lower() == link.lower()]
@@ -680,31 +730,46 @@ class HyperVBackend(base.Backend):
         if encryption:
             raise HyperVBackendError(reason='The XHV hyperv backend does '
                                             'not attach encrypted volumes.')
-        self._get(instance)
+        # The root device of a server booted from a volume (given back
+        # after a failed or reverted move) goes where the VM boots from.
+        root = (instance.obj_attr_is_set('root_device_name') and
+                instance.root_device_name)
+        self._attach(instance, connection_info,
+                     boot=bool(mountpoint) and mountpoint == root)
+
+    def _attach(self, instance, connection_info, boot=False):
+        vm = self._get(instance)
         _, link = self._volume_shares.unc_of(connection_info)
         drives = self._drives(instance.uuid)
         if any(d['Path'].lower() == link.lower() for d in drives):
             LOG.info('Volume %s is already attached to %s', link,
                      instance.uuid)
             return
+        # Generation 1 boots from IDE 0:0, generation 2 from SCSI 0:0.
+        ide = boot and vm.get('Generation') != 2
         used = {d['ControllerLocation'] for d in drives
-                if d['ControllerType'] == 1 and d['ControllerNumber'] == 0}
-        free = [n for n in range(64) if n not in used]
-        if not free:
-            raise HyperVBackendError(reason='No free SCSI location on the '
-                                            'VM of %s.' % instance.uuid)
+                if d['ControllerType'] == (0 if ide else 1)
+                and d['ControllerNumber'] == 0}
+        free = [n for n in range(2 if ide else 64) if n not in used]
+        if not free or (boot and free[0] != 0):
+            raise HyperVBackendError(
+                reason='No free %s on the VM of %s.' % (
+                    'boot location (%s 0:0)' % ('IDE' if ide else 'SCSI')
+                    if boot else 'SCSI location', instance.uuid))
+        controller = 'IDE' if ide else 'SCSI'
         self._volume_shares.prepare(connection_info)
         try:
             self._run('Add-VMHardDiskDrive', ps.command(
                 'Add-VMHardDiskDrive', VMName=instance.uuid, Path=link,
-                ControllerType='SCSI', ControllerNumber=0,
+                ControllerType=controller, ControllerNumber=0,
                 ControllerLocation=free[0]))
         except Exception:
             if not self._in_use(link):
                 self._volume_shares.restore(connection_info)
             raise
-        LOG.info('Attached volume %s to %s at SCSI 0:%d', link,
-                 instance.uuid, free[0])
+        LOG.info('Attached volume %s to %s at %s 0:%d%s', link,
+                 instance.uuid, controller, free[0],
+                 ' (boot disk)' if boot else '')
 
     def _in_use(self, link):
         for vm in self._vms():

@@ -168,8 +168,17 @@ class VolumeShares(object):
             return base + '\\' + name, base + '\\' + name + LINK_SUFFIX
         raise HyperVVolumeError(
             reason='no SMB share of the NFS export %s:%s is known to this '
-                   'compute ([xhv_hyperv] volume_shares); Hyper-V opens '
-                   'volumes over SMB only' % (host, path))
+                   'compute: add %s:%s=\\\\<smb host>\\<share> to '
+                   '[xhv_hyperv] volume_shares (Hyper-V opens volumes over '
+                   'SMB only)' % (host, path, host, path))
+
+    def check(self, connection_info):
+        """Raise unless ``prepare`` could find the volume file; no change."""
+        unc, _ = self.unc_of(connection_info)
+        if self._size(unc) is None:
+            raise HyperVVolumeError(
+                reason='the volume file %s does not exist (is [xhv_hyperv] '
+                       'volume_shares right for its export?)' % unc)
 
     def is_volume_path(self, windows_path):
         return (windows_path.startswith('\\\\') and

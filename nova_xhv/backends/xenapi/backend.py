@@ -7,8 +7,10 @@ exports and snapshots come back with ``GET /export_raw_vdi?format=vhd``
 into a private local copy.  Guests: cloned from the HVM template, sized by
 the flavor, one VBD per VDI (boot disk first), one VIF per Neutron port.
 Volumes: raw NFS volume files as raw VDIs of an NFS SR, in place
-(volumes.py).  Not done (doc/source/xenapi.rst): boot from volume, resize
-within the pool, live migration, consoles.
+(volumes.py); a server booted from a volume has no VDI of its own, its
+boot volume is the bootable VBD at device 0.  Not done
+(doc/source/xenapi.rst): extending an attached volume, resize within the
+pool, live migration, consoles.
 """
 
 import os
@@ -296,8 +298,6 @@ class XenAPIBackend(base.Backend):
     def _check_volumes(self, block_device_info):
         """Every volume checked before anything is created."""
         for bdm in driver.block_device_info_get_mapping(block_device_info):
-            if bdm.get('boot_index') == 0:
-                raise UnsupportedRequest(what='booting from a volume')
             self._volumes._paths(bdm['connection_info'])
 
     def _attach_mapped(self, context, instance, block_device_info,
@@ -306,12 +306,16 @@ class XenAPIBackend(base.Backend):
 
         On failure the VM is taken apart (its disks stay, for the caller).
         """
-        mapped = driver.block_device_info_get_mapping(block_device_info)
+        # The boot volume (a server booted from one) first, as device 0.
+        mapped = sorted(
+            driver.block_device_info_get_mapping(block_device_info),
+            key=lambda bdm: bdm.get('boot_index') != 0)
         ref = vmops.get(self.xapi, instance)
         try:
             for bdm in mapped:
                 self._volumes.attach(instance, ref, bdm['connection_info'],
-                                     running=False)
+                                     running=False,
+                                     boot=bdm.get('boot_index') == 0)
             if power_on:
                 vmops.start(self.xapi, ref, instance)
         except Exception:
@@ -328,13 +332,21 @@ class XenAPIBackend(base.Backend):
                 'platform': 'x86_64', 'os_type': 'linux',
                 'multipath': False}
 
+    def check_volume_attachable(self, connection_info):
+        self._volumes.check(connection_info)
+
     def attach_volume(self, context, connection_info, instance, mountpoint,
                       disk_bus=None, device_type=None, encryption=None):
         if encryption:
             raise UnsupportedRequest(what='attaching an encrypted volume')
         ref = vmops.get(self.xapi, instance)
         running = vmops.state(self.xapi, ref, instance) == vmops.RUNNING
-        self._volumes.attach(instance, ref, connection_info, running)
+        # The root device of a server booted from a volume (given back
+        # after a failed or reverted move) is the bootable device 0.
+        root = (instance.obj_attr_is_set('root_device_name') and
+                instance.root_device_name)
+        self._volumes.attach(instance, ref, connection_info, running,
+                             boot=bool(mountpoint) and mountpoint == root)
 
     def detach_volume(self, context, connection_info, instance, mountpoint,
                       encryption=None):
@@ -470,6 +482,13 @@ class XenAPIBackend(base.Backend):
         if vmops.find(self.xapi, instance) is not None:
             raise exception.InstanceExists(name=instance.uuid)
         hardware = self._hardware_from_image(image_meta)
+        if any(bdm.get('boot_index') == 0 for bdm in
+               driver.block_device_info_get_mapping(block_device_info)):
+            # Booted from a volume: no image disk of its own.
+            self._create_guest(instance, [], nics, hardware, False)
+            self._attach_mapped(context, instance, block_device_info,
+                                power_on)
+            return
         workdir = self._work_dir('spawn-%s-' % instance.uuid)
         try:
             image = os.path.join(workdir, 'image')
@@ -629,7 +648,10 @@ class XenAPIBackend(base.Backend):
         if vmops.find(self.xapi, instance) is not None:
             raise exception.InstanceExists(name=instance.uuid)
         vdis = [self._staged_vdi(instance, d) for d in disks]
-        if not vdis or None in vdis:
+        volume_backed = any(
+            bdm.get('boot_index') == 0 for bdm in
+            driver.block_device_info_get_mapping(block_device_info))
+        if (not vdis and not volume_backed) or None in vdis:
             raise UnsupportedRequest(
                 what='spawning %s: a staged disk is missing' % instance.uuid)
         chosen = self._hardware_from_image(image_meta, hardware)

@@ -108,9 +108,20 @@ class VolumeAttacher(object):
                 if all(_safe_name(p) for p in below.split('/')):
                     return os.path.join(local, below)
         raise XenVolumeError(
-            reason='this compute has no mount of the NFS export %s:%s '
-                   '([xhv_xenapi] volume_exports); it names the volume '
-                   'file in the SR folder there' % (host, path))
+            reason='this compute has no mount of the NFS export %s:%s: '
+                   'add %s:%s=/<its mount point> to [xhv_xenapi] '
+                   'volume_exports (XHV names the volume file in the SR '
+                   'folder through it)' % (host, path, host, path))
+
+    def check(self, connection_info):
+        """Raise unless ``attach`` could link the volume file; no change."""
+        volume_file = self._paths(connection_info)[4]
+        if not os.path.isfile(volume_file):
+            raise XenVolumeError(
+                reason='the volume file %s does not exist on this '
+                       'compute\'s mount of its export (is [xhv_xenapi] '
+                       'volume_exports right, the export mounted?)'
+                       % volume_file)
 
     def _paths(self, connection_info):
         """(host, path, name, SR uuid, volume file, its name in the SR)."""
@@ -188,13 +199,21 @@ class VolumeAttacher(object):
                 found.append((vbd, record))
         return found
 
-    def attach(self, instance, vm_ref, connection_info, running):
+    def attach(self, instance, vm_ref, connection_info, running,
+               boot=False):
+        """``boot``: the VM boots from it (bootable VBD, device 0)."""
         host, path, name, sr_uuid, volume_file, link = self._paths(
             connection_info)
         if self.volume_vbds(vm_ref, name):
             LOG.info('Volume file %s is already attached to %s', name,
                      instance.uuid)
             return
+        if boot and '0' in [self.xapi.call('VBD.get_userdevice', vbd)
+                            for vbd in self.xapi.call('VM.get_VBDs',
+                                                      vm_ref)]:
+            raise XenVolumeError(reason='device 0 of the VM of %s, where '
+                                        'it boots from, is taken'
+                                 % instance.uuid)
         made_link = not os.path.exists(link)
         self._link(volume_file, link)
         try:
@@ -211,8 +230,9 @@ class VolumeAttacher(object):
                 self.xapi.call('VDI.add_to_other_config', vdi, VOLUME_KEY,
                                name)
             vbd = self.xapi.call('VBD.create', {
-                'VM': vm_ref, 'VDI': vdi, 'userdevice': 'autodetect',
-                'bootable': False, 'mode': 'RW', 'type': 'Disk',
+                'VM': vm_ref, 'VDI': vdi,
+                'userdevice': '0' if boot else 'autodetect',
+                'bootable': bool(boot), 'mode': 'RW', 'type': 'Disk',
                 'empty': False, 'unpluggable': True,
                 'other_config': {VOLUME_KEY: name,
                                  EXPORT_KEY: '%s:%s' % (host, path)},
@@ -226,8 +246,8 @@ class VolumeAttacher(object):
         except Exception:
             self._release(name, sr_uuid, link if made_link else None)
             raise
-        LOG.info('Attached volume file %s (SR %s) to %s', name, sr_uuid,
-                 instance.uuid)
+        LOG.info('Attached volume file %s (SR %s) to %s%s', name, sr_uuid,
+                 instance.uuid, ' as its boot disk' if boot else '')
 
     def detach(self, instance, vm_ref, connection_info):
         _, _, name, sr_uuid, _, link = self._paths(connection_info)

@@ -218,6 +218,10 @@ class BackendConformance(object):
         info, path = self._nfs_volume(bed, tmp_path)
         name = os.path.basename(path)
         before = disks.sha256_file(path)
+        # What a move asks a destination before power-off: yes, and
+        # nothing made for it.
+        backend.check_volume_attachable(info)
+        assert sorted(os.listdir(os.path.dirname(path))) == [name]
         instance = self._guest(bed, tmp_path)
         try:
             connector = backend.get_volume_connector(instance)
@@ -254,6 +258,9 @@ class BackendConformance(object):
         if unopened:
             refused.append(dict(info, data=dict(info['data'],
                                                 format=unopened[0])))
+        for bad in refused:
+            with pytest.raises(exception.NovaException):
+                backend.check_volume_attachable(bad)
         instance = self._guest(bed, tmp_path)
         try:
             for bad in refused:

@@ -23,6 +23,7 @@ from tests.functional.hyperv.conftest import conf  # noqa: F401
 from tests.functional.hyperv.conftest import make_backend  # noqa: F401
 from tests.functional.hyperv.conftest import make_instance
 from tests.functional.hyperv.test_backend import _spawn
+from tests.simulators.hyperv import model as hyperv_sim_model
 
 pytestmark = pytest.mark.timeout(180)
 MiB = disks.MiB
@@ -168,3 +169,76 @@ def test_failed_attach_leaves_the_volume_as_it_was(
         backend.destroy(None, instance, [])
     assert disks.sha256_file(path) == before
     assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+
+
+def _boot_info(info, device='/dev/sda'):
+    return {'block_device_mapping': [{'connection_info': info,
+                                      'boot_index': 0,
+                                      'mount_device': device}]}
+
+
+@pytest.mark.parametrize('generation, slot', [(1, (0, 0, 0)),
+                                              (2, (1, 0, 0))])
+def test_boots_from_a_volume_and_delete_gives_the_raw_file_back(
+        make_backend, hyperv_sim, volume, generation, slot):  # noqa: F811
+    from nova import objects
+    backend = make_backend()
+    info, path = volume
+    before = disks.sha256_file(path)
+    instance = make_instance()
+    instance.root_device_name = '/dev/sda'
+    meta = objects.ImageMeta.from_dict({'properties': {
+        'hw_firmware_type': 'uefi' if generation == 2 else 'bios'}})
+    backend.spawn(None, instance, meta, [], None, {}, [],
+                  _boot_info(info))
+    vhd = path + volumes.LINK_SUFFIX
+
+    def drives():
+        vm = hyperv_sim.vms()[instance.uuid]
+        return vm, [(d['ControllerType'], d['ControllerNumber'],
+                     d['ControllerLocation'], d['Path'])
+                    for d in vm['HardDrives']]
+    try:
+        vm, found = drives()
+        # Its only disk, where the generation boots from, and running.
+        assert (vm['Generation'], vm['State']) == (generation,
+                                                   hyperv_sim_model.VM_RUNNING)
+        assert [f[:3] for f in found] == [slot]
+        assert found[0][3].endswith(os.path.basename(vhd))
+        code, qemu = _qemu_info(vhd, 'vpc')
+        assert code == 0 and qemu['virtual-size'] == 4 * MiB, qemu
+        # Volumes are never exported with the guest's disks.
+        backend.power_off(instance)
+        assert backend.export_disks(None, instance) == []
+        # Given back after a move (off, as the root device): same slot.
+        backend.detach_volume(None, info, instance, '/dev/sda')
+        assert drives()[1] == []
+        assert disks.sha256_file(path) == before
+        backend.attach_volume(None, info, instance, '/dev/sda')
+        assert [f[:3] for f in drives()[1]] == [slot]
+        backend.power_on(None, instance, [])
+    finally:
+        backend.destroy(None, instance, [])
+    assert instance.uuid not in hyperv_sim.vms()
+    assert disks.sha256_file(path) == before
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+    assert not os.path.exists(os.path.join(hyperv_sim.info.storage_dir,
+                                           instance.uuid))
+
+
+def test_a_boot_volume_it_cannot_reach_is_refused_before_a_vm_exists(
+        make_backend, hyperv_sim, volume):  # noqa: F811
+    backend = make_backend()
+    info, path = volume
+    other = dict(info, data=dict(info['data'],
+                                 export='127.0.0.1:/srv/elsewhere'))
+    instance = make_instance()
+    with pytest.raises(volumes.HyperVVolumeError, match='volume_shares'):
+        backend.spawn(None, instance, None, [], None, {}, [],
+                      _boot_info(other))
+    with pytest.raises(volumes.HyperVVolumeError, match='volume_shares'):
+        backend.check_volume_attachable(other)
+    backend.check_volume_attachable(info)
+    assert instance.uuid not in hyperv_sim.vms()
+    assert not os.path.exists(os.path.join(hyperv_sim.info.storage_dir,
+                                           instance.uuid))

@@ -104,12 +104,15 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
     def start_fake(self, host=FAKE):
         return self.start_compute(host, backend='fake')
 
-    def start_hyperv(self, host=HYPERV, volume_export=None):
+    def start_hyperv(self, host=HYPERV, volume_export=None,
+                     map_volume_export=True):
         """A Hyper-V compute on this test's simulated host (+ Samba).
 
         ``volume_export``: a folder standing for an NFS export of this
         machine (127.0.0.1:<folder>) that Samba also shares to the host,
-        as a dual-protocol filer would, for volumes.
+        as a dual-protocol filer would, for volumes;
+        ``map_volume_export`` False: the compute's ``volume_shares`` does
+        not name it (a misconfigured compute).
         """
         if getattr(self, 'hyperv', None) is None:
             self.hyperv = hyperv_fixture.HyperVSimulator(
@@ -121,8 +124,9 @@ class CrossHypervisorTestCase(vmware_nova.VMwareFunctionalTestCase,
                     password=info.password, ca_file=info.ca_file,
                     vm_path=info.storage_path, smb_share=info.share,
                     smb_port=info.smb_port,
-                    volume_shares=['127.0.0.1:%s=%s' % (info.volume_dir,
-                                                        info.volume_unc)],
+                    volume_shares=['127.0.0.1:%s=%s' % (
+                        info.volume_dir, info.volume_unc)]
+                    if map_volume_export else [],
                     staging_dir=os.path.join(self.workdir, 'hyperv')).items():
                 self.flags(group='xhv_hyperv', **{name: value})
             # Several computes share this process: the host gets its own

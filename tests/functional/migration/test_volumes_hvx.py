@@ -22,6 +22,7 @@ from tests.functional.migration import base
 from tests.functional.migration import xen_bed
 from tests.functional import nova_base
 from tests.functional import nova_cinder
+from tests.simulators.hyperv import model as hv_model
 
 MiB = disks.MiB
 GiB = 1024 * MiB
@@ -38,10 +39,16 @@ class HyperVXenBed(nova_cinder.RealCinderMixin,
         super().setUp()
         self.start_volume_computes()
 
+    #: False: the Hyper-V and Xen computes are configured without the
+    #: export (no ``volume_shares`` / ``volume_exports`` entry).
+    map_volume_export = True
+
     def start_volume_computes(self):
         export = self.cinder_services.export
-        self.start_hyperv(volume_export=export)
-        xen_bed.start_xen(self, volume_export=export)
+        self.start_hyperv(volume_export=export,
+                          map_volume_export=self.map_volume_export)
+        xen_bed.start_xen(self, volume_export=export
+                          if self.map_volume_export else None)
 
     # -- helpers -------------------------------------------------------------
 
@@ -194,8 +201,7 @@ class HyperVXenVolumesTestCase(HyperVXenBed):
         self.assert_plain_volume(path, 2 * GiB)
 
 
-class VolumesFollowHyperVXenKVMTestCase(nova_cinder.LibvirtNFSMixin,
-                                        HyperVXenBed):
+class KVMHyperVXenBed(nova_cinder.LibvirtNFSMixin, HyperVXenBed):
     """The same, with a KVM compute on real libvirtd: moves."""
 
     uses_kvm = True
@@ -204,6 +210,28 @@ class VolumesFollowHyperVXenKVMTestCase(nova_cinder.LibvirtNFSMixin,
         self.set_up_libvirt_nfs()
         self.libvirt_nfs_host_up(self.start_kvm())
         super().start_volume_computes()
+
+    def assert_refused_running(self, server, volume, path, before, words):
+        """A move to Hyper-V, then Xen, refused before power-off."""
+        for host in (base.HYPERV, xen_bed.XEN):
+            failed = len(self.failed_migrations(server))
+            self.api.post_server_action(server['id'],
+                                        {'migrate': {'host': host}})
+            nova_base.wait_for(
+                lambda: len(self.failed_migrations(server)) > failed, 60,
+                what='the migration to %s in error' % host)
+            server = self._wait_for_state_change(server, 'ACTIVE')
+            self.assertEqual(base.KVM, server['OS-EXT-SRV-ATTR:host'])
+            self.assertNotIn('xhv_power_off', self.action_events(server))
+            for word in words[host]:
+                self.assertIn(word, self.stdlog.logger.output)
+            self.assert_attached(server, volume, base.KVM)
+            self.assertEqual('running', self.domain_state(server))
+            self.assertEqual(before, disks.sha256_file(path))
+        return server
+
+
+class VolumesFollowHyperVXenKVMTestCase(KVMHyperVXenBed):
 
     def test_hyperv_attach_detach_and_the_volume_follows_to_kvm_and_back(self):
         image_id, _ = self.make_image('vhdx', name='hyperv-guest')
@@ -301,25 +329,138 @@ class VolumesFollowHyperVXenKVMTestCase(nova_cinder.LibvirtNFSMixin,
         self.assert_plain_volume(path)
         self.assertEqual(before, disks.sha256_file(path))
 
+
+class RefusedBeforePowerOffTestCase(KVMHyperVXenBed):
+    """Hyper-V and Xen computes configured without the volumes' export."""
+
+    map_volume_export = False
+
     def test_moves_that_cannot_carry_the_volume_are_refused_running(self):
         image_id, _ = self.make_kvm_image()
-        server = self._wait_for_state_change(
-            self.boot_on(base.KVM, image_id), 'ACTIVE')
+        # Two servers: the tiny guest never lets go of a volume while it
+        # runs (no hot-unplug), and each check needs a running one.
+        servers = [self.boot_on(base.KVM, image_id) for _ in range(2)]
+        server, other = [self._wait_for_state_change(s, 'ACTIVE')
+                         for s in servers]
+        # A qcow2 volume: no Hyper-V or Xen host opens it (the source
+        # knows from the families' facts).
         volume, path = self.data_volume('nfsqcow2')
         self.attach(server, volume['id'])
-        before = disks.sha256_file(path)
-        for host, family in ((base.HYPERV, 'hyperv'), (xen_bed.XEN, 'xen')):
-            failed = len(self.failed_migrations(server))
-            self.api.post_server_action(server['id'],
-                                        {'migrate': {'host': host}})
-            nova_base.wait_for(
-                lambda: len(self.failed_migrations(server)) > failed, 60,
-                what='the migration to %s in error' % host)
-            server = self._wait_for_state_change(server, 'ACTIVE')
-            self.assertEqual(base.KVM, server['OS-EXT-SRV-ATTR:host'])
-            self.assertNotIn('xhv_power_off', self.action_events(server))
-            self.assertIn('stored as qcow2, which the %s family does not '
-                          'attach' % family, self.stdlog.logger.output)
-            self.assert_attached(server, volume, base.KVM)
-            self.assertEqual('running', self.domain_state(server))
-            self.assertEqual(before, disks.sha256_file(path))
+        self.assert_refused_running(
+            server, volume, path, disks.sha256_file(path), {
+                host: ['stored as qcow2, which the %s family does not '
+                       'attach' % family]
+                for host, family in ((base.HYPERV, 'hyperv'),
+                                     (xen_bed.XEN, 'xen'))})
+
+        # A raw volume the families attach, but these two computes have
+        # no way to its export: each destination says so itself.
+        server = other
+        volume, path = self.data_volume()
+        self.attach(server, volume['id'])
+        export = '127.0.0.1:%s' % self.cinder_services.export
+        refused = 'the destination %s cannot attach volume %s'
+        self.assert_refused_running(
+            server, volume, path, disks.sha256_file(path), {
+                base.HYPERV: [
+                    refused % (base.HYPERV, volume['id']),
+                    'add %s=\\\\<smb host>\\<share> to [xhv_hyperv] '
+                    'volume_shares' % export],
+                xen_bed.XEN: [
+                    refused % (xen_bed.XEN, volume['id']),
+                    'add %s=/<its mount point> to [xhv_xenapi] '
+                    'volume_exports' % export]})
+        self.assert_plain_volume(path)
+
+
+class BootFromVolumeTestCase(KVMHyperVXenBed):
+    """Servers booted from a raw NFS volume on Hyper-V and Xen, and moved.
+
+    The boot volume is the tiny bootable disk: KVM boots it (the marker on
+    its console proves the bytes Hyper-V/Xen had are a bootable disk);
+    the simulators run no guest, so there the proof is where the volume
+    sits (the slot the generation boots from; the bootable device 0).
+    """
+
+    def assert_boot_volume_on_hyperv(self, server, boot, boot_path):
+        [drive] = self.hyperv_volume_drives(server)
+        vm = self.hyperv.vms()[server['id']]
+        # Nothing of its own: the volume is its only disk.
+        self.assertEqual([drive['Path']], [d['Path']
+                                           for d in vm['HardDrives']])
+        slot = (0, 0, 0) if vm['Generation'] == 1 else (SCSI, 0, 0)
+        self.assertEqual(slot, (drive['ControllerType'],
+                                drive['ControllerNumber'],
+                                drive['ControllerLocation']))
+        self.assertTrue(drive['Path'].endswith(
+            '\\volume-%s%s' % (boot['id'], hv_volumes.LINK_SUFFIX)))
+        self.assertEqual(GiB, base.qemu_img_info(
+            boot_path + hv_volumes.LINK_SUFFIX, 'vpc')['virtual-size'])
+        self.assertEqual(hv_model.VM_RUNNING, vm['State'])
+        self.assert_attached(server, boot, base.HYPERV)
+
+    def assert_boot_volume_on_xen(self, server, boot):
+        x, [vm] = xen_bed._records(self, server)
+        vbds = [x.VBD.get_record(v) for v in vm['VBDs']]
+        [vbd] = [v for v in vbds if v['type'] == 'Disk']
+        self.assertEqual(('0', True, 'volume-%s' % boot['id']),
+                         (vbd['userdevice'], vbd['bootable'],
+                          vbd['other_config'][xen_volumes.VOLUME_KEY]))
+        vdi = x.VDI.get_record(vbd['VDI'])
+        self.assertEqual(({'type': 'raw'}, str(GiB)),
+                         (vdi['sm_config'], vdi['virtual_size']))
+        self.assertEqual('Running', vm['power_state'])
+        self.assert_attached(server, boot, xen_bed.XEN)
+
+    def _boot_moves(self, host, assert_on_family):
+        cinder = self.cinder_services
+        boot, extents = self.bootable_volume()
+        boot_path = cinder.volume_file(boot['id'])
+        before = disks.sha256_file(boot_path)
+        server = self.boot_volume(boot['id'], host=host)
+        assert_on_family(server)
+
+        # Out to KVM, reverted: the original boots from it again.
+        server = self._migrate_server(server, host=base.KVM)
+        self.wait_for_console_marker(server, disks.BOOT_MARKER)
+        [(kvm_path, fmt)] = self.kvm_volume_disks(server)
+        self.assertEqual(('raw', True), (fmt, kvm_path.endswith(
+            '/volume-%s' % boot['id'])))
+        self._revert_resize(server)
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual(host, server['OS-EXT-SRV-ATTR:host'])
+        assert_on_family(server)
+        self.assertFalse(nova_base.LibvirtFunctionalTestCase
+                         .hypervisor_guest_exists(self, server))
+
+        # To KVM for real, and back again.
+        server = self._migrate_server(server, host=base.KVM)
+        self._confirm_resize(server)
+        self.assert_attached(server, boot, base.KVM)
+        self.assert_plain_volume(boot_path)
+        self.assertEqual(before, disks.sha256_file(boot_path))
+        server = self._migrate_server(server, host=host)
+        self._confirm_resize(server)
+        assert_on_family(server)
+
+        # Deleted: the volume is the raw file it was.
+        self._delete_server(server)
+        cinder.wait_volume(boot['id'], 'available')
+        self.assert_plain_volume(boot_path)
+        self.assertTrue(disks.check_extents(boot_path, extents))
+        self.assertEqual(before, disks.sha256_file(boot_path))
+
+    def test_hyperv_boots_from_a_volume_that_follows_to_kvm_and_back(self):
+        self._boot_moves(base.HYPERV, lambda server: (
+            self.assert_boot_volume_on_hyperv(
+                server, *self._boot_of(server))))
+
+    def test_xen_boots_from_a_volume_that_follows_to_kvm_and_back(self):
+        self._boot_moves(xen_bed.XEN, lambda server: (
+            self.assert_boot_volume_on_xen(server,
+                                           self._boot_of(server)[0])))
+
+    def _boot_of(self, server):
+        [volume_id] = self.server_volumes(server)
+        volume = self.cinder_services.volume(volume_id)
+        return volume, self.cinder_services.volume_file(volume_id)

@@ -162,3 +162,44 @@ def test_simulator_refuses_what_the_pool_refuses(bed, tmp_path, volume):
         x.PBD.destroy(pbd)
         x.SR.forget(sr)
         os.rmdir(os.path.join(export, sr_uuid))
+
+
+def test_boots_from_a_volume_and_delete_forgets_the_vdi(bed, volume):
+    from tests.functional.backends.test_xenapi import make_instance
+    info, path = volume
+    export = os.path.dirname(path)
+    before = disks.sha256_file(path)
+    x = bed.admin.xenapi
+    instance = make_instance()
+    instance.root_device_name = '/dev/xvda'
+    boot = {'block_device_mapping': [{'connection_info': info,
+                                      'boot_index': 0,
+                                      'mount_device': '/dev/xvda'}]}
+    bed.backend.spawn(None, instance, bed.image_meta(instance), [], None,
+                      {}, [], boot)
+
+    def disks_of():
+        [vm] = x.VM.get_by_name_label(instance.uuid)
+        return vm, [x.VBD.get_record(v) for v in x.VM.get_VBDs(vm)
+                    if x.VBD.get_type(v) == 'Disk']
+    try:
+        vm, [vbd] = disks_of()
+        assert x.VM.get_power_state(vm) == 'Running'
+        # Its only disk: the volume's VDI, bootable, device 0.
+        assert (vbd['userdevice'], vbd['bootable']) == ('0', True)
+        assert x.VDI.get_location(vbd['VDI']) == os.path.basename(path)
+        bed.backend.power_off(instance)
+        assert bed.backend.export_disks(None, instance) == []
+        # Given back after a move (off, as the root device): device 0.
+        bed.backend.detach_volume(None, info, instance, '/dev/xvda')
+        assert disks_of()[1] == []
+        bed.backend.attach_volume(None, info, instance, '/dev/xvda')
+        [vbd] = disks_of()[1]
+        assert (vbd['userdevice'], vbd['bootable']) == ('0', True)
+    finally:
+        bed.destroy(instance)
+    # Forgotten, never destroyed: the file is the raw volume it was.
+    assert bed.leftovers(instance) == []
+    assert _srs(bed) == {}
+    assert os.listdir(export) == [os.path.basename(path)]
+    assert disks.sha256_file(path) == before

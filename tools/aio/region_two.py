@@ -187,7 +187,10 @@ class RegionTwo:
         # has none), so nothing is ever bound or plugged.
         _private(self.conf('neutron', 'neutron.conf'), _ini([
             ('DEFAULT', [('use_stderr', 'true'), ('bind_host', '127.0.0.1'),
-                         ('core_plugin', 'ml2'), ('service_plugins', ''),
+                         # neutron 29's port queries read a relation
+                         # only the router plugin's models define.
+                         ('core_plugin', 'ml2'),
+                         ('service_plugins', 'router'),
                          ('auth_strategy', 'keystone'),
                          ('transport_url', self._transport()),
                          ('api_paste_config',
@@ -286,6 +289,14 @@ class RegionTwo:
             self.wsgi(name)
         for name in ('r2-glance', 'r2-placement', 'r2-neutron'):
             self.wait_wsgi(name)
+        # As RegionOne's (stack.py): a fresh neutron-server answers its
+        # first port query with a 500 until another query configured the
+        # mappers; Nova's first call is a port query.
+        admin = self.admin()
+        self.procs.wait_for('r2-neutron', lambda: (
+            list(admin.network.networks()) is not None and
+            list(admin.network.ports()) is not None), 60,
+            'answering port queries')
         self.nova()
         self.credential(conn)
         self.cloud_compute()

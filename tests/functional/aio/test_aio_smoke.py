@@ -34,6 +34,7 @@ import demo as aio_demo  # noqa: E402  (tools/aio is no package)
 import families as aio_families  # noqa: E402
 import network as aio_network  # noqa: E402
 import network_demo as aio_network_demo  # noqa: E402
+from tests.functional.aio import region_two_checks  # noqa: E402
 AIO = os.path.join(TOP, 'tools', 'xhv-aio')
 STATE = os.environ.get('XHV_AIO_TEST_DIR', '/var/lib/xhv-aio-test')
 PORTS = (5000, 8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989) + tuple(
@@ -51,7 +52,9 @@ MIGRATION_STEPS = ('server migrate --host', 'server migrate confirm',
                    'network: server migrate',
                    "network: console log show (KVM): the port's MAC",
                    'hyperv: server migrate', 'hyperv: console log show',
-                   'xen: server migrate', 'xen: console log show')
+                   'xen: server migrate', 'xen: console log show',
+                   'cloud: server migrate', 'cloud: console log show (KVM',
+                   'cloud: console log show (RegionTwo, from')
 # The network daemons of tools/aio/network.py, by their command names.
 NETWORK_COMMANDS = ('ovsdb-server', 'ovs-vswitchd', 'ovn-northd',
                     'ovn-controller')
@@ -391,7 +394,7 @@ def step_table(output):
     return rows
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2400)
 def test_demo_end_to_end_then_down():
     busy = [p for p in PORTS if port_busy(p)]
     assert not busy, ('ports %s are in use: another cloud runs here (stop it '
@@ -399,7 +402,8 @@ def test_demo_end_to_end_then_down():
     before = domains()
     netns_before = namespaces()
     start = time.monotonic()
-    demo = aio('demo')
+    # RegionTwo too: the cloud backend's remote (tools/aio/region_two.py).
+    demo = aio('demo', '--with-region-two', timeout=2100)
     elapsed = time.monotonic() - start
     try:
         output = demo.stdout + demo.stderr
@@ -448,8 +452,11 @@ def test_demo_end_to_end_then_down():
             capture_output=True, text=True, timeout=60)
         assert hypervisors.returncode == 0, hypervisors.stderr
         kinds = sorted(hypervisors.stdout.splitlines())
-        assert kinds == ['QEMU up', 'VMware vCenter Server up', 'hyperv up',
-                         'xen up'], kinds
+        assert kinds == ['QEMU up', 'VMware vCenter Server up', 'cloud up',
+                         'hyperv up', 'xen up'], kinds
+        region_two_checks.check_steps(rows)
+        region_two_checks.check_output(demo.stdout)
+        region_two_checks.check_region_two_after_demo(STATE)
         if not any(r[1].startswith('SKIPPED') for r in rows.values()):
             check_families(rows)
         try:
@@ -493,6 +500,7 @@ def test_demo_end_to_end_then_down():
     after = aio('status')
     assert 'nothing running' in after.stdout, after.stdout
     assert not [p for p in PORTS if port_busy(p)]
+    region_two_checks.check_gone()
     assert domains() <= before, 'domains left: %s' % (domains() - before)
     assert not our_mounts(), 'mounts left: %s' % our_mounts()
     assert not network_processes(), network_processes()

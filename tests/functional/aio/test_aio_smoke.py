@@ -5,13 +5,16 @@ Placement, neutron-server with OVN + XHV's ML2 driver on Open vSwitch/OVN
 in userspace, Nova with a KVM compute, a vSphere compute on vcsim, a
 Hyper-V compute on the WinRM simulator and its Samba share and a Xen
 compute on the xapi simulator, Cinder with XHV's volume driver around the
-NFS driver) in its own state directory, checks the demo's step table and
-what the ``openstack`` CLI sees -- down to the bytes of the vmdk image
-Cinder made from a volume, and the DHCP lease a moved Linux guest prints
-for its port -- and tears it all down, asserting that no process, mount,
-libvirt domain, network namespace or OVS bridge device of it (simulators
-and smbd included) is left.  Needs root and the services' ports (5000,
-8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989, 5986, 4445, 8443) free.
+NFS driver, and RegionTwo with a stock libvirt compute behind RegionOne's
+XHV cloud compute: region_two_checks.py) in its own state directory,
+checks the demo's step table and what the ``openstack`` CLI sees -- down
+to the bytes of the vmdk image Cinder made from a volume, and the DHCP
+lease a moved Linux guest prints for its port -- and tears it all down,
+asserting that no process, mount, libvirt domain, network namespace or
+OVS bridge device of it (simulators and smbd included) is left.  Needs
+root and the services' ports (5000, 8774, 8776, 8778, 9292, 9696, 3306,
+5672, 8989, 5986, 4445, 8443; RegionTwo 9392, 8878, 9796, 8874, 8803)
+free.
 """
 
 import json

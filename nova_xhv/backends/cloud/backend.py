@@ -21,9 +21,11 @@ from nova import exception
 from nova.image import glance
 from nova.virt import driver
 from nova.virt import hardware as nova_hardware
+from nova.virt import node as nova_node
 import os_resource_classes as orc
 import os_traits
 from oslo_concurrency import lockutils
+from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_xhv.backends import base
@@ -106,6 +108,15 @@ class CloudBackend(base.Backend):
         auth_url, self._region, project = remote.identity(self.conn,
                                                           self.cloud)
         self._node_uuid = remote.node_uuid(auth_url, self._region, project)
+        # Nova refuses every later start without $state_path/compute_id,
+        # which only its default get_nodenames_by_uuid writes (as xenapi).
+        try:
+            found = nova_node.read_local_node_uuid()
+        except cfg.NoSuchOptError:  # no service parsed CONF: no state
+            found = ''
+        if found is None:
+            os.makedirs(CONF.state_path, exist_ok=True)
+            nova_node.write_local_node_uuid(self._node_uuid)
         self._nodename = self.conf.node_name or '%s-%s' % (
             self.cloud, self._region or 'default')
         os.makedirs(self.conf.staging_dir, mode=0o700, exist_ok=True)

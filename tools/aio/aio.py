@@ -1,6 +1,8 @@
 """tools/xhv-aio's commands, run by the venv's Python (see tools/xhv-aio).
 
-up      configure and start the cloud (idempotent: starts what is missing)
+up      configure and start the cloud (idempotent: starts what is missing);
+        --with-region-two (or XHV_AIO_REGION_TWO=1) adds RegionTwo and
+        RegionOne's cloud compute "aio-cloud" (tools/aio/region_two.py)
 demo    up, then the openstack CLI demo with a table of step times
 status  each service with its PID, or DEAD
 logs    the last lines of every service's log (or of the named ones)
@@ -19,6 +21,7 @@ import traceback
 
 import demo as demo_mod
 import procs
+import region_two
 import services
 import stack
 
@@ -46,6 +49,8 @@ def cmd_up(args, run_demo=False):
         services.log('cloud up in %.1f s; try: openstack --os-cloud %s '
                      'hypervisor list --long'
                      % (time.monotonic() - start, stack.CLOUD_NAME))
+        if region_two.enabled(args.with_region_two):
+            region_two.RegionTwo(cloud).up()
         if run_demo:
             return demo_mod.Demo(cloud).run()
         return 0
@@ -104,6 +109,9 @@ def main(argv=None):
         p = sub.add_parser(name)
         p.add_argument('--keep-on-failure', action='store_true',
                        help='leave the services running when one fails')
+        p.add_argument('--with-region-two', action='store_true',
+                       help='also start RegionTwo and RegionOne\'s cloud '
+                       'compute standing for it (tools/aio/region_two.py)')
     sub.add_parser('status')
     p = sub.add_parser('logs')
     p.add_argument('services', nargs='*')

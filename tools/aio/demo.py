@@ -21,8 +21,10 @@ import sys
 import tempfile
 import time
 
+import cloud_demo
 import families
 import network_demo
+import region_two
 import services
 from services import log
 
@@ -70,6 +72,10 @@ class Demo:
         # Log lines start with this timestamp format (oslo.log).
         self.started = time.strftime('%Y-%m-%d %H:%M:%S')
         self.vmware = services.HOSTS['vmware']
+        # RegionOne's cloud compute (tools/aio/region_two.py) when up.
+        self.region_two = region_two.is_up(cloud)
+        self.extra_hypervisor_types = (
+            (cloud_demo.HYPERVISOR_TYPE,) if self.region_two else ())
 
     def cli(self, *args, parse=False):
         argv = [self.osc, '--os-cloud', 'xhv-aio'] + list(args)
@@ -386,6 +392,8 @@ class Demo:
         self.volume_steps()
         self.follow_steps(no_migration)
         self.policy_steps(no_migration)
+        if self.region_two:
+            cloud_demo.steps(self, no_migration)
         return self.finish()
 
     # -- the XHV policy ----------------------------------------------------

@@ -9,6 +9,7 @@ import yaml
 import block_storage
 import families
 import network
+import region_two
 import services
 from services import log
 import xhv_policy
@@ -318,7 +319,8 @@ class Stack:
         self.delete_demo_storage()
         uuids = set(self.our_instance_uuids())
         uuids |= set(self._recorded_uuids())
-        stopped = []
+        # RegionTwo (if up) and its domains go while libvirtd still runs.
+        stopped, removed = region_two.down(self.cloud)
         order = STOP_ORDER + [n for n in self.procs.names()
                               if n not in STOP_ORDER]
         computes = [n for n in order if n.startswith('nova-compute-')]
@@ -327,7 +329,7 @@ class Stack:
                 stopped.append(name)
         # Before libvirtd goes (when it is ours): a later KVM nova-compute
         # refuses to start while libvirtd holds any domain.
-        removed = remove_domains(uuids)
+        removed += remove_domains(uuids)
         stopped += network.stop(self.cloud)
         # cinder-volume goes before its share is unmounted.
         cinder_stopped, unmounted = self.storage.stop()

@@ -28,6 +28,7 @@ from nova_xhv.backends.cloud import images
 from nova_xhv.backends.cloud import ports
 from nova_xhv.backends.cloud import remote
 from nova_xhv.backends import family
+from nova_xhv.backends import node_identity
 import nova_xhv.conf
 from nova_xhv.disk import DiskDescriptor
 from nova_xhv.translate import formats
@@ -102,6 +103,7 @@ class CloudBackend(base.Backend):
         auth_url, self._region, project = remote.identity(self.conn,
                                                           self.cloud)
         self._node_uuid = remote.node_uuid(auth_url, self._region, project)
+        node_identity.persist(self._node_uuid, 'cloud %s' % self.cloud)
         self._nodename = self.conf.node_name or '%s-%s' % (
             self.cloud, self._region or 'default')
         os.makedirs(self.conf.staging_dir, mode=0o700, exist_ok=True)

@@ -23,13 +23,13 @@ from nova.image import glance
 from nova.objects import fields as obj_fields
 from nova.virt import driver
 from nova.virt import hardware as nova_hardware
-from nova.virt import node as nova_node
 import os_resource_classes as orc
 from oslo_log import log as logging
 from oslo_utils import versionutils
 
 from nova_xhv.backends import base
 from nova_xhv.backends import family
+from nova_xhv.backends import node_identity
 from nova_xhv.backends import staging
 from nova_xhv.backends.xenapi import facts as xen_facts
 from nova_xhv.backends.xenapi import session as xsession
@@ -119,23 +119,8 @@ class XenAPIBackend(base.Backend):
                  self._nodename, self.xapi.url)
 
     def _persist_node_identity(self):
-        """Write Nova's ``$state_path/compute_id`` on the first start.
-
-        Nova (since 2023.2) refuses every later start of a compute without
-        that file, right after this init_host; Nova's default
-        get_nodenames_by_uuid writes it, this backend's (the pool's uuid
-        is the node's identity) does not.  Nova only checks that the file
-        exists: a compute pointed at another pool keeps it and gets a new
-        node for the new pool (the old one is deleted as an orphan).
-        """
-        found = nova_node.read_local_node_uuid()
-        if found is None:
-            os.makedirs(CONF.state_path, exist_ok=True)
-            nova_node.write_local_node_uuid(self._nodename)
-        elif found != self._nodename:
-            LOG.warning('Node identity %s (compute_id) is not the pool %s '
-                        'this compute drives now: Nova makes a new node for '
-                        'the pool', found, self._nodename)
+        """Nova's compute_id: the pool's uuid is the node's identity."""
+        node_identity.persist(self._nodename, 'pool %s' % self._nodename)
 
     def _find(self, cls, wanted, option):
         """The one ``cls`` whose uuid or name-label is ``wanted``."""

@@ -5,13 +5,16 @@ Placement, neutron-server with OVN + XHV's ML2 driver on Open vSwitch/OVN
 in userspace, Nova with a KVM compute, a vSphere compute on vcsim, a
 Hyper-V compute on the WinRM simulator and its Samba share and a Xen
 compute on the xapi simulator, Cinder with XHV's volume driver around the
-NFS driver) in its own state directory, checks the demo's step table and
-what the ``openstack`` CLI sees -- down to the bytes of the vmdk image
-Cinder made from a volume, and the DHCP lease a moved Linux guest prints
-for its port -- and tears it all down, asserting that no process, mount,
-libvirt domain, network namespace or OVS bridge device of it (simulators
-and smbd included) is left.  Needs root and the services' ports (5000,
-8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989, 5986, 4445, 8443) free.
+NFS driver, and RegionTwo with a stock libvirt compute behind RegionOne's
+XHV cloud compute: region_two_checks.py) in its own state directory,
+checks the demo's step table and what the ``openstack`` CLI sees -- down
+to the bytes of the vmdk image Cinder made from a volume, and the DHCP
+lease a moved Linux guest prints for its port -- and tears it all down,
+asserting that no process, mount, libvirt domain, network namespace or
+OVS bridge device of it (simulators and smbd included) is left.  Needs
+root and the services' ports (5000, 8774, 8776, 8778, 9292, 9696, 3306,
+5672, 8989, 5986, 4445, 8443; RegionTwo 9392, 8878, 9796, 8874, 8803)
+free.
 """
 
 import json
@@ -34,6 +37,7 @@ import demo as aio_demo  # noqa: E402  (tools/aio is no package)
 import families as aio_families  # noqa: E402
 import network as aio_network  # noqa: E402
 import network_demo as aio_network_demo  # noqa: E402
+from tests.functional.aio import region_two_checks  # noqa: E402
 AIO = os.path.join(TOP, 'tools', 'xhv-aio')
 STATE = os.environ.get('XHV_AIO_TEST_DIR', '/var/lib/xhv-aio-test')
 PORTS = (5000, 8774, 8776, 8778, 9292, 9696, 3306, 5672, 8989) + tuple(
@@ -51,7 +55,9 @@ MIGRATION_STEPS = ('server migrate --host', 'server migrate confirm',
                    'network: server migrate',
                    "network: console log show (KVM): the port's MAC",
                    'hyperv: server migrate', 'hyperv: console log show',
-                   'xen: server migrate', 'xen: console log show')
+                   'xen: server migrate', 'xen: console log show',
+                   'cloud: server migrate', 'cloud: console log show (KVM',
+                   'cloud: console log show (RegionTwo, from')
 # Domains of Nova-harness tests (tests/functional/nova_base.py) and of the
 # guest probe (nova_xhv.guest_probe.DOMAIN_PREFIX).
 HARNESS_DOMAIN = re.compile(r'xhv-[0-9a-f]{8}-[0-9a-f]{8}$')
@@ -426,7 +432,7 @@ def step_table(output):
     return rows
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2400)
 def test_demo_end_to_end_then_down():
     busy = [p for p in PORTS if port_busy(p)]
     assert not busy, ('ports %s are in use: another cloud runs here (stop it '
@@ -434,7 +440,8 @@ def test_demo_end_to_end_then_down():
     before = domains()
     netns_before = namespaces()
     start = time.monotonic()
-    demo = aio('demo')
+    # RegionTwo too: the cloud backend's remote (tools/aio/region_two.py).
+    demo = aio('demo', '--with-region-two', timeout=2100)
     elapsed = time.monotonic() - start
     try:
         output = demo.stdout + demo.stderr
@@ -483,8 +490,11 @@ def test_demo_end_to_end_then_down():
             capture_output=True, text=True, timeout=60)
         assert hypervisors.returncode == 0, hypervisors.stderr
         kinds = sorted(hypervisors.stdout.splitlines())
-        assert kinds == ['QEMU up', 'VMware vCenter Server up', 'hyperv up',
-                         'xen up'], kinds
+        assert kinds == ['QEMU up', 'VMware vCenter Server up', 'cloud up',
+                         'hyperv up', 'xen up'], kinds
+        region_two_checks.check_steps(rows)
+        region_two_checks.check_output(demo.stdout)
+        region_two_checks.check_region_two_after_demo(STATE)
         if not any(r[1].startswith('SKIPPED') for r in rows.values()):
             check_families(rows)
         try:
@@ -528,6 +538,7 @@ def test_demo_end_to_end_then_down():
     after = aio('status')
     assert 'nothing running' in after.stdout, after.stdout
     assert not [p for p in PORTS if port_busy(p)]
+    region_two_checks.check_gone()
     assert not domains_left(before), 'domains left: %s' % domains_left(
         before)
     assert not our_mounts(), 'mounts left: %s' % our_mounts()

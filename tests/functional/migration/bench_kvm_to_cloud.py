@@ -22,12 +22,12 @@ import openstack.config
 import openstack.connection
 from oslo_serialization import jsonutils
 
-from nova_xhv.migration import source_side
 from nova_xhv import translate
 
 from tests.fixtures import disks
 from tests.fixtures import remote_cloud
 from tests.functional.migration import base
+from tests.functional.migration import bench_timing
 from tests.functional.migration import bench_vmware_to_kvm as other
 from tests.functional.migration import test_cloud_moves as cloud_moves
 
@@ -114,20 +114,7 @@ class BenchKVMToCloud(cloud_moves.CloudMoveCase):
                                 + result['bare_upload_s'])
 
         cloud = self.computes[cloud_moves.CLOUD].manager.driver
-        real_finish = cloud.finish_migration
-        seen = {}
-
-        def timed_finish(context, migration, instance, disk_info, *args,
-                         **kwargs):
-            seen['disk_info'] = source_side.cross_family_disk_info(disk_info)
-            started = time.monotonic()
-            try:
-                return real_finish(context, migration, instance, disk_info,
-                                   *args, **kwargs)
-            finally:
-                seen['finish_s'] = time.monotonic() - started
-
-        cloud.finish_migration = timed_finish
+        seen = bench_timing.time_finish_migration(cloud)
         started = time.monotonic()
         self.api.post_server_action(
             server['id'], {'migrate': {'host': cloud_moves.CLOUD}})

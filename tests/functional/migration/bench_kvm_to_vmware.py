@@ -20,10 +20,10 @@ from pyVmomi import vim
 from nova_xhv.backends.vmware import nfc
 from nova_xhv.backends.vmware import vm as vmops
 from nova_xhv.disk import DiskDescriptor
-from nova_xhv.migration import source_side
 from nova_xhv import translate
 from tests.fixtures import disks
 from tests.functional.migration import base
+from tests.functional.migration import bench_timing
 from tests.functional.migration import bench_vmware_to_kvm as other
 
 GiB = 1024 ** 3
@@ -117,20 +117,7 @@ class BenchKVMToVMware(base.CrossHypervisorTestCase):
         os.unlink(baseline)
 
         vmw = self.computes[base.VMW].manager.driver
-        real_finish = vmw.finish_migration
-        seen = {}
-
-        def timed_finish(context, migration, instance, disk_info, *args,
-                         **kwargs):
-            seen['disk_info'] = source_side.cross_family_disk_info(disk_info)
-            started = time.monotonic()
-            try:
-                return real_finish(context, migration, instance, disk_info,
-                                   *args, **kwargs)
-            finally:
-                seen['finish_s'] = time.monotonic() - started
-
-        vmw.finish_migration = timed_finish
+        seen = bench_timing.time_finish_migration(vmw)
         started = time.monotonic()
         self.api.post_server_action(server['id'],
                                     {'migrate': {'host': base.VMW}})

@@ -12,10 +12,10 @@ import time
 
 from oslo_serialization import jsonutils
 
-from nova_xhv.migration import source_side
 from nova_xhv import translate
 from tests.fixtures import disks
 from tests.functional.migration import base
+from tests.functional.migration import bench_timing
 from tests.functional import nova_base
 
 GiB = 1024 ** 3
@@ -97,20 +97,7 @@ class BenchVMwareToKVM(base.CrossHypervisorTestCase):
         os.unlink(baseline)
 
         kvm = self.computes[base.KVM].manager.driver
-        real_finish = kvm.finish_migration
-        seen = {}
-
-        def timed_finish(context, migration, instance, disk_info, *args,
-                         **kwargs):
-            seen['disk_info'] = source_side.cross_family_disk_info(disk_info)
-            started = time.monotonic()
-            try:
-                return real_finish(context, migration, instance, disk_info,
-                                   *args, **kwargs)
-            finally:
-                seen['finish_s'] = time.monotonic() - started
-
-        kvm.finish_migration = timed_finish
+        seen = bench_timing.time_finish_migration(kvm)
         started = time.monotonic()
         self.api.post_server_action(server['id'],
                                     {'migrate': {'host': base.KVM}})

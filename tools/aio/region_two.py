@@ -19,9 +19,7 @@ environment): RegionOne's ``aio-cloud`` nova-compute runs ``[xhv] backend
 stops its services and removes its ``xhv-r2-`` libvirt domains.
 """
 
-import json
 import os
-import secrets
 import shutil
 import subprocess
 import time
@@ -109,17 +107,8 @@ class RegionTwo:
     # -- configuration ----------------------------------------------------
 
     def _secrets(self):
-        path = os.path.join(self.etc, 'secrets.json')
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            data = {}
-        if not all(k in data for k in ('db', 'user')):
-            data = dict({'db': secrets.token_hex(16),
-                         'user': secrets.token_hex(16)}, **data)
-            _private(path, json.dumps(data, indent=1))
-        return data
+        return services.load_secrets(os.path.join(self.etc, 'secrets.json'),
+                                     ('db', 'user'))
 
     def conf(self, *parts):
         return os.path.join(self.etc, *parts)
@@ -439,19 +428,7 @@ class RegionTwo:
         c = self.cloud
         conf = self.conf('nova', 'nova.conf')
         nman = ['nova-manage', '--config-file', conf]
-
-        def init():
-            c.manage(nman + ['api_db', 'sync'])
-            c.manage(nman + ['cell_v2', 'map_cell0', '--database_connection',
-                             self._db('r2_nova_cell0')])
-            cells = services.run([os.path.join(c.bin, 'nova-manage'),
-                                  '--config-file', conf, 'cell_v2',
-                                  'list_cells']).stdout
-            if ' cell1 ' not in cells:
-                c.manage(nman + ['cell_v2', 'create_cell', '--name',
-                                 'cell1'])
-            c.manage(nman + ['db', 'sync'])
-        c.once('r2-nova-db-sync', [conf], init)
+        c.nova_db_init('r2-nova-db-sync', conf, self._db('r2_nova_cell0'))
         self.wsgi('r2-nova-api')
         for name in NOVA_CONTROL:
             self.procs.start(name, [os.path.join(

@@ -82,6 +82,30 @@ def http_answers(url, context=None, accept=(200, 300, 401)):
         return exc.code in accept
 
 
+def load_secrets(path, names):
+    """The secrets kept in ``path`` (0600 JSON), each of ``names`` made once.
+
+    Generated on the first start and kept, so a warm ``up`` reuses the
+    passwords the databases and services already hold.
+    """
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        data = {}
+    missing = [name for name in names if name not in data]
+    for name in missing:
+        data[name] = secrets.token_hex(16)
+    if missing:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        fd = os.open(path + '.tmp',
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            json.dump(data, f, indent=1)
+        os.replace(path + '.tmp', path)
+    return data
+
+
 class Cloud:
     def __init__(self, state_dir, venv):
         self.state = state_dir
@@ -98,26 +122,11 @@ class Cloud:
     # -- secrets and templates -------------------------------------------
 
     def _secrets(self):
-        path = os.path.join(self.etc, 'secrets.json')
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            data = {}
-        names = (['admin', 'rabbit', 'vcsim', 'exchange'] +
-                 ['db_' + s for s in DB_USERS] +
-                 ['svc_' + s for s, _, _ in CATALOG] +
-                 list(families.SECRETS))
-        changed = False
-        for name in names:
-            if name not in data:
-                data[name] = secrets.token_hex(16)
-                changed = True
-        if changed:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, 'w') as f:
-                json.dump(data, f, indent=1)
-        return data
+        return load_secrets(
+            os.path.join(self.etc, 'secrets.json'),
+            ['admin', 'rabbit', 'vcsim', 'exchange'] +
+            ['db_' + s for s in DB_USERS] +
+            ['svc_' + s for s, _, _ in CATALOG] + list(families.SECRETS))
 
     def _authtoken(self, user):
         return '\n'.join([
@@ -423,6 +432,26 @@ class Cloud:
         url = 'http://127.0.0.1:%d%s' % (PORTS[name], path)
         self.procs.wait_for(name, lambda: http_answers(url), 120,
                             'answering %s' % url)
+
+    def nova_db_init(self, once_name, conf, cell0):
+        """Nova's databases for ``conf``, once per configuration.
+
+        API schema, cell0 mapped, cell1 created, the cell's schema.
+        """
+        nman = ['nova-manage', '--config-file', conf]
+
+        def init():
+            self.manage(nman + ['api_db', 'sync'])
+            self.manage(nman + ['cell_v2', 'map_cell0',
+                                '--database_connection', cell0])
+            cells = run([os.path.join(self.bin, 'nova-manage'),
+                         '--config-file', conf, 'cell_v2',
+                         'list_cells']).stdout
+            if ' cell1 ' not in cells:
+                self.manage(nman + ['cell_v2', 'create_cell', '--name',
+                                    'cell1'])
+            self.manage(nman + ['db', 'sync'])
+        self.once(once_name, [conf], init)
 
     def manage(self, argv):
         run([os.path.join(self.bin, argv[0])] + argv[1:])

@@ -191,22 +191,10 @@ class Stack:
     def nova(self, backends):
         c = self.cloud
         conf = c.conf('nova', 'nova.conf')
-        nman = ['nova-manage', '--config-file', conf]
         cell0 = ('mysql+pymysql://nova:%s@127.0.0.1/nova_cell0?charset=utf8'
                  % c.secrets['db_nova'])
-
-        def init():
-            c.manage(nman + ['api_db', 'sync'])
-            c.manage(nman + ['cell_v2', 'map_cell0', '--database_connection',
-                             cell0])
-            cells = services.run([os.path.join(c.bin, 'nova-manage'),
-                                  '--config-file', conf, 'cell_v2',
-                                  'list_cells']).stdout
-            if ' cell1 ' not in cells:
-                c.manage(nman + ['cell_v2', 'create_cell', '--name',
-                                 'cell1'])
-            c.manage(nman + ['db', 'sync'])
-        c.once('nova-db-sync', [conf], init)
+        nman = ['nova-manage', '--config-file', conf]
+        c.nova_db_init('nova-db-sync', conf, cell0)
         c.wsgi('nova-api')
         for name in NOVA_SERVICES:
             self.procs.start(name, [os.path.join(c.bin, name),
